@@ -1,0 +1,358 @@
+"""Runtime configuration: load the JSON file, apply env overrides, fill defaults, validate.
+
+The format is the contract in docs/architecture.md ("Runtime configuration"). The validated config is a
+plain dict with every default filled in, so the rest of the runtime never has to guess.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("joblib", "pickle", "skops", "onnx", "function")
+METHODS = ("predict", "predict_proba", "transform", "decision_function", "call")
+MODES = ("rest", "stream")
+OUTPUT_KINDS = ("instances", "predictions")
+EXTENSION_FORMATS = {
+    ".joblib": "joblib",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".skops": "skops",
+    ".onnx": "onnx",
+}
+ENV_PREFIX = "MLPACKER_"
+# Env vars with this prefix that are not config overrides (they are read by the runtime itself).
+ENV_NOT_OVERRIDES = {"MLPACKER_RUNTIME_CONFIG"}
+
+DEFAULTS: dict[str, Any] = {
+    "pipeline": None,
+    "service": None,
+    "mode": "rest",
+    "code_dir": None,
+    "allow_version_mismatch": False,
+    "stages": [],
+    "rest": {
+        "bind": "0.0.0.0",
+        "port": 8000,
+        "workers": 2,
+        "threads": 4,
+        "keepalive_s": 30,
+        "max_body_bytes": 10 * 1024 * 1024,
+        "next_hops": [],
+        "hop_timeout_s": 10.0,
+    },
+    "stream": {
+        "broker": {
+            "host": "127.0.0.1",
+            "port": 1883,
+            "username": None,
+            "password": None,
+            "tls": {"enabled": False, "ca_file": None, "cert_file": None, "key_file": None, "insecure": False},
+        },
+        "input_topic": None,
+        "output_topic": None,
+        "error_topic": None,
+        "output_kind": "predictions",
+        "client_id": None,
+        "share_group": None,
+        "qos": 1,
+        "session_expiry_s": 86400,
+        "keepalive_s": 30,
+        "drain_timeout_s": 10.0,
+        "health_bind": "0.0.0.0",
+        "health_port": 8000,
+    },
+}
+STAGE_DEFAULTS: dict[str, Any] = {
+    "name": None,
+    "artifact": None,
+    "format": None,
+    "function": None,
+    "method": None,
+    "sha256": None,
+    "versions": {},
+    "trusted_types": [],
+}
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``problems`` holds one line per bad field, each naming the field."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid runtime configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read, override from the environment, fill defaults and validate; raise ConfigError on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"config file {str(path)!r}: cannot read: {exc.strerror or exc}"]) from exc
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            [f"config file {str(path)!r}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"]
+        ) from exc
+    return build_config(raw, environ=os.environ if environ is None else environ)
+
+
+def build_config(raw: Any, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Like load_config for an already parsed document (used by tests and the Flask factory)."""
+    if not isinstance(raw, dict):
+        raise ConfigError([f"<root>: expected a JSON object, got {type(raw).__name__}"])
+    merged = _merge_defaults(DEFAULTS, raw)
+    problems: list[str] = []
+    if environ:
+        problems += apply_env_overrides(merged, environ)
+    problems += _validate(merged)
+    if problems:
+        raise ConfigError(problems)
+    return merged
+
+
+def _merge_defaults(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(defaults)
+    for key, value in given.items():
+        if isinstance(merged.get(key), dict) and isinstance(value, dict):
+            merged[key] = _merge_defaults(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _parse_env_value(text: str) -> Any:
+    # Values are JSON when they parse (numbers, booleans, null, lists), else plain strings.
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _find_key_path(section: dict[str, Any], parts: list[str]) -> list[str] | None:
+    """Match MLPACKER_ suffix parts (split on '_') to a key path, since keys contain '_' themselves."""
+    for cut in range(len(parts), 0, -1):
+        key = "_".join(parts[:cut])
+        if key not in section:
+            continue
+        if cut == len(parts):
+            return [key]
+        if isinstance(section[key], dict):
+            rest = _find_key_path(section[key], parts[cut:])
+            if rest is not None:
+                return [key, *rest]
+    return None
+
+
+def apply_env_overrides(config: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Apply MLPACKER_<SECTION>_<FIELD> overrides in place; return problems for unknown fields."""
+    problems = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_OVERRIDES:
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("_")
+        key_path = _find_key_path(DEFAULTS, parts)
+        if key_path is None or key_path == ["stages"]:
+            problems.append(f"env {name}: does not name a configuration field")
+            continue
+        target = config
+        for key in key_path[:-1]:
+            target = target[key]
+        target[key_path[-1]] = _parse_env_value(environ[name])
+    return problems
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check(problems: list[str], field: str, value: Any, kind: str, *, nullable: bool = False) -> bool:
+    if value is None and nullable:
+        return True
+    ok = {
+        "str": isinstance(value, str) and value != "",
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "list": isinstance(value, list),
+        "dict": isinstance(value, dict),
+    }[kind]
+    if not ok:
+        wanted = "a non-empty string" if kind == "str" else f"a {kind}"
+        problems.append(f"{field}: expected {wanted}{' or null' if nullable else ''}, got {value!r}")
+    return ok
+
+
+def _check_choice(problems: list[str], field: str, value: Any, choices: tuple[str, ...]) -> bool:
+    if value not in choices:
+        problems.append(f"{field}: {value!r} is not one of {', '.join(choices)}")
+        return False
+    return True
+
+
+def _check_port(problems: list[str], field: str, value: Any) -> None:
+    if _check(problems, field, value, "int") and not 0 <= value <= 65535:
+        problems.append(f"{field}: {value} is not a TCP port (0-65535)")
+
+
+def _check_positive(problems: list[str], field: str, value: Any, kind: str = "int") -> None:
+    if _check(problems, field, value, kind) and value <= 0:
+        problems.append(f"{field}: must be > 0, got {value!r}")
+
+
+def _check_unknown_keys(problems: list[str], prefix: str, given: dict[str, Any], known: dict[str, Any]) -> None:
+    for key in given:
+        if key not in known:
+            problems.append(f"{prefix}{key}: unknown field (known: {', '.join(sorted(known))})")
+
+
+def _validate(config: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    _check_unknown_keys(problems, "", config, DEFAULTS)
+    _check(problems, "pipeline", config["pipeline"], "str")
+    _check(problems, "service", config["service"], "str")
+    _check_choice(problems, "mode", config["mode"], MODES)
+    _check(problems, "code_dir", config["code_dir"], "str", nullable=True)
+    _check(problems, "allow_version_mismatch", config["allow_version_mismatch"], "bool")
+    _validate_stages(problems, config)
+    if _check(problems, "rest", config["rest"], "dict"):
+        _validate_rest(problems, config["rest"])
+    if _check(problems, "stream", config["stream"], "dict"):
+        _validate_stream(problems, config["stream"], required=config["mode"] == "stream")
+    return problems
+
+
+def _validate_stages(problems: list[str], config: dict[str, Any]) -> None:
+    stages = config["stages"]
+    if not _check(problems, "stages", stages, "list"):
+        return
+    if not stages:
+        problems.append("stages: at least one stage is required")
+        return
+    seen: set[str] = set()
+    for index, given in enumerate(stages):
+        field = f"stages[{index}]"
+        if not isinstance(given, dict):
+            problems.append(f"{field}: expected an object, got {given!r}")
+            continue
+        _check_unknown_keys(problems, f"{field}.", given, STAGE_DEFAULTS)
+        stage = {**copy.deepcopy(STAGE_DEFAULTS), **given}
+        stages[index] = stage
+        if _check(problems, f"{field}.name", stage["name"], "str"):
+            if stage["name"] in seen:
+                problems.append(f"{field}.name: duplicate stage name {stage['name']!r}")
+            seen.add(stage["name"])
+        _check(problems, f"{field}.artifact", stage["artifact"], "str", nullable=True)
+        _check(problems, f"{field}.function", stage["function"], "str", nullable=True)
+        if stage["format"] is None:
+            stage["format"] = _infer_format(stage)
+            if stage["format"] is None:
+                problems.append(
+                    f"{field}.format: not given and not inferable from artifact {stage['artifact']!r} "
+                    f"(use one of {', '.join(FORMATS)})"
+                )
+        elif _check_choice(problems, f"{field}.format", stage["format"], FORMATS):
+            pass
+        if stage["format"] == "function":
+            if not stage["function"] or not _is_function_ref(stage["function"]):
+                problems.append(
+                    f"{field}.function: function stages need 'package.module:callable', got {stage['function']!r}"
+                )
+            if not config["code_dir"]:
+                problems.append(f"code_dir: required because {field} is a function stage")
+        elif stage["format"] in FORMATS and not stage["artifact"]:
+            problems.append(f"{field}.artifact: required for format {stage['format']!r}")
+        if stage["method"] is None:
+            stage["method"] = _default_method(stage, is_last=index == len(stages) - 1)
+        else:
+            _check_choice(problems, f"{field}.method", stage["method"], METHODS)
+        if _check(problems, f"{field}.sha256", stage["sha256"], "str", nullable=True) and stage["sha256"]:
+            digest = stage["sha256"].lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                problems.append(f"{field}.sha256: expected 64 hex digits, got {stage['sha256']!r}")
+            stage["sha256"] = digest
+        if _check(problems, f"{field}.versions", stage["versions"], "dict"):
+            for dist, version in stage["versions"].items():
+                _check(problems, f"{field}.versions.{dist}", version, "str")
+        if _check(problems, f"{field}.trusted_types", stage["trusted_types"], "list"):
+            for pos, name in enumerate(stage["trusted_types"]):
+                _check(problems, f"{field}.trusted_types[{pos}]", name, "str")
+
+
+def _infer_format(stage: dict[str, Any]) -> str | None:
+    if stage["function"] and not stage["artifact"]:
+        return "function"
+    if isinstance(stage["artifact"], str):
+        return EXTENSION_FORMATS.get(Path(stage["artifact"]).suffix.lower())
+    return None
+
+
+def _is_function_ref(ref: str) -> bool:
+    module, _, attr = ref.partition(":")
+    return bool(module) and bool(attr) and all(part.isidentifier() for part in [*module.split("."), attr])
+
+
+def _default_method(stage: dict[str, Any], *, is_last: bool) -> str:
+    if stage["format"] == "function":
+        return "call"
+    return "predict" if is_last else "transform"
+
+
+def _validate_rest(problems: list[str], rest: dict[str, Any]) -> None:
+    _check_unknown_keys(problems, "rest.", rest, DEFAULTS["rest"])
+    _check(problems, "rest.bind", rest["bind"], "str")
+    _check_port(problems, "rest.port", rest["port"])
+    _check_positive(problems, "rest.workers", rest["workers"])
+    _check_positive(problems, "rest.threads", rest["threads"])
+    _check_positive(problems, "rest.keepalive_s", rest["keepalive_s"], "number")
+    _check_positive(problems, "rest.max_body_bytes", rest["max_body_bytes"])
+    _check_positive(problems, "rest.hop_timeout_s", rest["hop_timeout_s"], "number")
+    if _check(problems, "rest.next_hops", rest["next_hops"], "list"):
+        for index, url in enumerate(rest["next_hops"]):
+            if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+                problems.append(f"rest.next_hops[{index}]: expected an http(s) URL, got {url!r}")
+
+
+def _validate_stream(problems: list[str], stream: dict[str, Any], *, required: bool) -> None:
+    _check_unknown_keys(problems, "stream.", stream, DEFAULTS["stream"])
+    broker = stream["broker"]
+    if _check(problems, "stream.broker", broker, "dict"):
+        _check_unknown_keys(problems, "stream.broker.", broker, DEFAULTS["stream"]["broker"])
+        _check(problems, "stream.broker.host", broker["host"], "str")
+        _check_port(problems, "stream.broker.port", broker["port"])
+        _check(problems, "stream.broker.username", broker["username"], "str", nullable=True)
+        _check(problems, "stream.broker.password", broker["password"], "str", nullable=True)
+        tls = broker["tls"]
+        if _check(problems, "stream.broker.tls", tls, "dict"):
+            _check_unknown_keys(problems, "stream.broker.tls.", tls, DEFAULTS["stream"]["broker"]["tls"])
+            _check(problems, "stream.broker.tls.enabled", tls["enabled"], "bool")
+            _check(problems, "stream.broker.tls.insecure", tls["insecure"], "bool")
+            for key in ("ca_file", "cert_file", "key_file"):
+                _check(problems, f"stream.broker.tls.{key}", tls[key], "str", nullable=True)
+    for key in ("input_topic", "output_topic", "error_topic", "client_id"):
+        # Only stream mode needs the topics; a REST config may leave the section at its defaults.
+        _check(problems, f"stream.{key}", stream[key], "str", nullable=not required)
+    for key in ("input_topic", "error_topic", "output_topic"):
+        topic = stream[key]
+        if isinstance(topic, str) and key != "input_topic" and ("+" in topic or "#" in topic):
+            problems.append(f"stream.{key}: wildcards are not allowed in a publish topic: {topic!r}")
+    _check(problems, "stream.share_group", stream["share_group"], "str", nullable=True)
+    if isinstance(stream["share_group"], str) and any(c in stream["share_group"] for c in "/+#"):
+        problems.append(f"stream.share_group: must not contain '/', '+' or '#': {stream['share_group']!r}")
+    _check_choice(problems, "stream.output_kind", stream["output_kind"], OUTPUT_KINDS)
+    if stream["qos"] not in (1, 2):
+        problems.append(f"stream.qos: {stream['qos']!r} is not one of 1, 2 (at-least-once needs QoS >= 1)")
+    _check_positive(problems, "stream.session_expiry_s", stream["session_expiry_s"])
+    _check_positive(problems, "stream.keepalive_s", stream["keepalive_s"])
+    _check_positive(problems, "stream.drain_timeout_s", stream["drain_timeout_s"], "number")
+    _check(problems, "stream.health_bind", stream["health_bind"], "str")
+    _check_port(problems, "stream.health_port", stream["health_port"])
