@@ -1,0 +1,174 @@
+#!/usr/bin/python
+# ruff: noqa: E402 - Ansible modules keep DOCUMENTATION, EXAMPLES and RETURN before the imports
+# Copyright (c) MLPacker contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pipeline_reference
+short_description: Compute a pipeline's reference predictions on the controller
+version_added: 0.1.0
+description:
+  - Runs instances through the pipeline's stages in the controller's Python, the way the runtime applies them,
+    and
+    returns the predictions. The deploy smoke test sends the same instances to the deployed pipeline
+    (M(mlpacker.core.pipeline_probe)) and compares.
+  - When O(instances) is not given, generates O(n_samples) rows of random normal floats (rounded to 4
+    decimals,
+    deterministic for a O(seed)) with the first stage's feature count. If that count is unknown (a function
+      stage,
+    an estimator without C(n_features_in_)) the module fails and asks for C(mlpacker_smoke_instances).
+  - Runs on the controller (use C(delegate_to=localhost) and C(run_once=true)) and changes nothing.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    support: full
+    platforms: posix
+options:
+  stages:
+    description:
+      - The stages in order, as in the plan of M(mlpacker.core.pipeline_plan) (C(plan.stages)).
+      - Each uses C(artifact) or C(function), C(format), C(method), C(trusted_types), C(name) and optionally
+        C(code_dir); other keys are ignored.
+    type: list
+    elements: dict
+    required: true
+  code_dir:
+    description:
+      - Code directory for function stages that do not set their own C(code_dir) (the plan's C(code_dir)).
+    type: path
+  instances:
+    description:
+      - The input rows. When not given, rows are generated (see O(n_samples) and O(seed)).
+    type: list
+    elements: raw
+  n_samples:
+    description: How many rows to generate when O(instances) is not given.
+    type: int
+    default: 5
+  seed:
+    description: Random seed for the generated rows.
+    type: int
+    default: 0
+requirements:
+  - numpy, and the libraries the stages need (scikit-learn, joblib, skops, onnxruntime) in the controller's
+    Python.
+author:
+  - MLPacker contributors (@mlpacker)
+"""
+
+EXAMPLES = r"""
+- name: Compute reference outputs for the smoke test
+  mlpacker.core.pipeline_reference:
+    stages: "{{ mlpacker_placement.plan.stages }}"
+    code_dir: "{{ mlpacker_placement.plan.code_dir | default(omit, true) }}"
+    instances: "{{ mlpacker_smoke_instances | default(omit) }}"
+  delegate_to: localhost
+  run_once: true
+  register: mlpacker_reference
+"""
+
+RETURN = r"""
+instances:
+  description: The input rows used (given or generated).
+  returned: success
+  type: list
+  elements: raw
+  sample: [[0.1257, -0.1321, 0.6404, 0.1049]]
+predictions:
+  description: The pipeline's output for RV(instances), JSON-safe (numpy arrays as lists, numpy scalars as
+    numbers).
+  returned: success
+  type: list
+  elements: raw
+  sample: [1]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mlpacker.core.plugins.module_utils.artifacts import (
+    describe_onnx_session,
+    n_features_in,
+)
+from ansible_collections.mlpacker.core.plugins.module_utils.json_safe import to_json_safe
+from ansible_collections.mlpacker.core.plugins.module_utils.stage_loading import (
+    MissingLibraryError,
+    StageError,
+    import_library,
+    load_stage,
+    run_chain,
+)
+
+
+def check_stages(stages):
+    """Messages for stages that name neither an artifact nor a function."""
+    problems = []
+    for index, stage in enumerate(stages):
+        if bool(stage.get("artifact")) == bool(stage.get("function")):
+            problems.append(
+                f"stages[{index}] ({stage.get('name')}): needs exactly one of artifact or function"
+            )
+    return problems
+
+
+def first_stage_features(stage, code_dir):
+    loaded = load_stage(stage, code_dir)
+    if stage.get("format") == "onnx":
+        return describe_onnx_session(loaded)["n_features_in"]
+    if stage.get("function"):
+        return getattr(loaded, "n_features_in", None)
+    return n_features_in(loaded)
+
+
+def generate_instances(n_features, n_samples, seed):
+    numpy = import_library("numpy", "numpy", "generating smoke test instances")
+    rows = numpy.random.default_rng(seed).normal(size=(n_samples, n_features)).round(4)
+    return to_json_safe(rows)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "stages": {"type": "list", "elements": "dict", "required": True},
+            "code_dir": {"type": "path"},
+            "instances": {"type": "list", "elements": "raw"},
+            "n_samples": {"type": "int", "default": 5},
+            "seed": {"type": "int", "default": 0},
+        },
+        supports_check_mode=True,
+    )
+    stages = module.params["stages"]
+    code_dir = module.params["code_dir"]
+    if not stages:
+        module.fail_json(msg="stages: at least one stage is needed")
+    problems = check_stages(stages)
+    if problems:
+        module.fail_json(msg="; ".join(problems))
+    if module.params["n_samples"] < 1:
+        module.fail_json(msg=f"n_samples: {module.params['n_samples']} must be at least 1")
+    instances = module.params["instances"]
+    try:
+        if not instances:
+            features = first_stage_features(stages[0], code_dir)
+            if not features:
+                module.fail_json(
+                    msg=f"cannot generate smoke test instances: the feature count of the first stage"
+                    f" {stages[0].get('name')!r} is unknown;"
+                    " set mlpacker_smoke_instances (a list of input rows)"
+                )
+            instances = generate_instances(features, module.params["n_samples"], module.params["seed"])
+        predictions = to_json_safe(run_chain(stages, instances, code_dir))
+    except MissingLibraryError as exc:
+        module.fail_json(msg=f"cannot compute reference predictions: {exc}", missing_library=exc.library)
+    except StageError as exc:
+        module.fail_json(msg=f"cannot compute reference predictions: {exc}")
+    module.exit_json(changed=False, instances=instances, predictions=predictions)
+
+
+if __name__ == "__main__":
+    main()

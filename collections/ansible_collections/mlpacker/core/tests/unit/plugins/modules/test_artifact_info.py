@@ -1,0 +1,93 @@
+# Copyright (c) MLPacker contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""mlpacker.core.artifact_info through a real Ansible run, on models trained by the test session."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skops.io
+from sklearn.preprocessing import FunctionTransformer
+
+
+def test_joblib_pipeline(run_module, models_dir: Path) -> None:
+    path = models_dir / "pipeline.joblib"
+    result = run_module("artifact_info", {"path": str(path)})
+    assert result.get("failed") is not True, result
+    assert result["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert result["size"] == path.stat().st_size
+    assert result["format"] == "joblib"
+    assert result["object_type"] == "sklearn.pipeline.Pipeline"
+    assert (result["library"], result["library_version"]) == (
+        "scikit-learn",
+        importlib.metadata.version("scikit-learn"),
+    )
+    assert result["versions"]["scikit-learn"] == importlib.metadata.version("scikit-learn")
+    assert result["versions"]["numpy"] == importlib.metadata.version("numpy")
+    assert result["n_features_in"] == 4
+    assert [step["name"] for step in result["steps"]] == ["scale", "clf"]
+    assert result["methods"] == ["predict", "predict_proba", "decision_function"]
+    assert result["untrusted_types"] == []
+
+
+def test_onnx_model(run_module, models_dir: Path) -> None:
+    result = run_module("artifact_info", {"path": str(models_dir / "pipeline.onnx")}, check_mode=True)
+    assert result.get("failed") is not True, result
+    assert (result["format"], result["n_features_in"], result["library"]) == ("onnx", 4, "onnxruntime")
+    assert set(result["versions"]) == {"onnxruntime", "numpy"}
+    assert result["onnx_inputs"][0]["shape"][1] == 4
+
+
+def test_skops_untrusted_types(run_module, tmp_path: Path) -> None:
+    path = tmp_path / "fabs.skops"
+    skops.io.dump(FunctionTransformer(math.fabs).fit(np.ones((2, 2))), path)
+    refused = run_module("artifact_info", {"path": str(path)})
+    assert refused["failed"] is True
+    assert "contains types that are not trusted: math.fabs" in refused["msg"]
+    trusted = run_module("artifact_info", {"path": str(path), "trusted_types": ["math.fabs"]})
+    assert trusted.get("failed") is not True, trusted
+    assert trusted["untrusted_types"] == ["math.fabs"]
+    assert trusted["object_type"] == "sklearn.preprocessing.FunctionTransformer"
+    assert "skops" in trusted["versions"]
+
+
+def test_function_stage(run_module, models_dir: Path) -> None:
+    args = {"function": "features.scaling:double", "code_dir": str(models_dir / "code")}
+    first = run_module("artifact_info", args)
+    assert first.get("failed") is not True, first
+    assert (first["format"], first["methods"], first["object_type"]) == (
+        "function",
+        ["call"],
+        "features.scaling:double",
+    )
+    assert len(first["sha256"]) == 64
+    assert first["size"] == sum(path.stat().st_size for path in (models_dir / "code").rglob("*.py"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            {"path": "/nonexistent/model.joblib"},
+            "path: /nonexistent/model.joblib does not exist or is not a file",
+        ),
+        ({"function": "features.scaling:double"}, "missing parameter(s) required by 'function': code_dir"),
+        (
+            {"path": "x.joblib", "function": "a:b", "code_dir": "/"},
+            "parameters are mutually exclusive: path|function",
+        ),
+        ({"path": "EMPTY"}, "cannot load"),
+    ],
+)
+def test_errors(run_module, tmp_path: Path, args: dict[str, str], message: str) -> None:
+    if args.get("path") == "EMPTY":
+        (tmp_path / "empty.joblib").write_bytes(b"")
+        args = {"path": str(tmp_path / "empty.joblib")}
+    result = run_module("artifact_info", args)
+    assert result["failed"] is True
+    assert message in result["msg"], result["msg"]

@@ -1,0 +1,86 @@
+# Copyright (c) MLPacker contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""mlpacker.core.pipeline_reference through a real Ansible run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import joblib
+import numpy as np
+
+
+def split_stages(models_dir: Path) -> list[dict[str, object]]:
+    # the shape of plan.stages, with the extra keys the module ignores
+    return [
+        {"name": "scale", "index": 0, "artifact": str(models_dir / "scaler.joblib"), "function": None,
+         "format": "joblib", "method": "transform", "group": "edge", "hosts": ["edge1"], "trusted_types": []},
+        {"name": "classify", "index": 1, "artifact": str(models_dir / "classifier.pkl"), "function": None,
+         "format": "pickle", "method": "predict_proba", "group": "cloud", "hosts": ["cloud1"],
+         "trusted_types": []},
+    ]  # fmt: skip
+
+
+def test_generated_instances_are_deterministic_and_predictions_match_sklearn(
+    run_module, models_dir: Path
+) -> None:
+    stages = split_stages(models_dir)
+    first = run_module("pipeline_reference", {"stages": stages, "n_samples": 3, "seed": 7})
+    second = run_module("pipeline_reference", {"stages": stages, "n_samples": 3, "seed": 7})
+    assert first.get("failed") is not True, first
+    assert first["instances"] == second["instances"]
+    assert first["predictions"] == second["predictions"]
+    instances = np.asarray(first["instances"])
+    assert instances.shape == (3, 4)
+    assert np.array_equal(instances, instances.round(4))
+    scaler = joblib.load(models_dir / "scaler.joblib")
+    classifier = joblib.load(models_dir / "classifier.pkl")
+    np.testing.assert_allclose(
+        first["predictions"], classifier.predict_proba(scaler.transform(instances)), rtol=1e-12
+    )
+
+
+def test_seed_changes_the_generated_rows() -> None:
+    from ansible_collections.mlpacker.core.plugins.modules.pipeline_reference import generate_instances
+
+    assert generate_instances(4, 3, seed=7) == generate_instances(4, 3, seed=7)
+    assert generate_instances(4, 3, seed=7) != generate_instances(4, 3, seed=8)
+    assert [len(row) for row in generate_instances(6, 2, seed=0)] == [6, 6]
+
+
+def test_given_instances_through_function_and_onnx(run_module, models_dir: Path, iris_rows) -> None:
+    stages = [
+        {"name": "double", "function": "features.scaling:double", "format": "function", "method": "call"},
+        {
+            "name": "model",
+            "artifact": str(models_dir / "pipeline.onnx"),
+            "format": "onnx",
+            "method": "predict",
+        },
+    ]
+    result = run_module(
+        "pipeline_reference", {"stages": stages, "instances": iris_rows, "code_dir": str(models_dir / "code")}
+    )
+    assert result.get("failed") is not True, result
+    assert result["instances"] == iris_rows
+    pipeline = joblib.load(models_dir / "pipeline.joblib")
+    assert result["predictions"] == pipeline.predict(np.asarray(iris_rows) * 2.0).tolist()
+
+
+def test_unknown_feature_count_asks_for_smoke_instances(run_module, models_dir: Path) -> None:
+    stages = [
+        {"name": "double", "function": "features.scaling:double", "format": "function", "method": "call"}
+    ]
+    result = run_module("pipeline_reference", {"stages": stages, "code_dir": str(models_dir / "code")})
+    assert result["failed"] is True
+    assert result["msg"] == (
+        "cannot generate smoke test instances: the feature count of the first stage 'double' is unknown;"
+        " set mlpacker_smoke_instances (a list of input rows)"
+    )
+
+
+def test_stage_failure_is_reported(run_module, models_dir: Path) -> None:
+    stages = split_stages(models_dir)
+    result = run_module("pipeline_reference", {"stages": stages, "instances": [[1.0, 2.0]]})
+    assert result["failed"] is True
+    assert "stage 'scale' (transform) failed: ValueError" in result["msg"]
