@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,8 +26,9 @@ EXTENSION_FORMATS = {
     ".onnx": "onnx",
 }
 ENV_PREFIX = "MLPACKER_"
-# Env vars with this prefix that are not config overrides (they are read by the runtime itself).
-ENV_NOT_OVERRIDES = {"MLPACKER_RUNTIME_CONFIG"}
+log = logging.getLogger("mlpacker_runtime.config")
+# MLPACKER_RUNTIME_* vars are the runtime's own settings (config path, log level), not config overrides.
+ENV_RESERVED_PREFIX = "MLPACKER_RUNTIME_"
 
 DEFAULTS: dict[str, Any] = {
     "pipeline": None,
@@ -51,7 +53,13 @@ DEFAULTS: dict[str, Any] = {
             "port": 1883,
             "username": None,
             "password": None,
-            "tls": {"enabled": False, "ca_file": None, "cert_file": None, "key_file": None, "insecure": False},
+            "tls": {
+                "enabled": False,
+                "ca_file": None,
+                "cert_file": None,
+                "key_file": None,
+                "insecure": False,
+            },
         },
         "input_topic": None,
         "output_topic": None,
@@ -151,15 +159,19 @@ def _find_key_path(section: dict[str, Any], parts: list[str]) -> list[str] | Non
 
 
 def apply_env_overrides(config: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
-    """Apply MLPACKER_<SECTION>_<FIELD> overrides in place; return problems for unknown fields."""
+    """Apply MLPACKER_<SECTION>_<FIELD> overrides in place; return problems (values are validated later)."""
     problems = []
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_OVERRIDES:
+        if not name.startswith(ENV_PREFIX) or name.startswith(ENV_RESERVED_PREFIX):
             continue
         parts = name[len(ENV_PREFIX) :].lower().split("_")
         key_path = _find_key_path(DEFAULTS, parts)
-        if key_path is None or key_path == ["stages"]:
-            problems.append(f"env {name}: does not name a configuration field")
+        if key_path == ["stages"]:
+            problems.append(f"env {name}: stages cannot be overridden from the environment")
+            continue
+        if key_path is None:
+            # Other MLPacker tools may export MLPACKER_* variables too: warn, do not refuse to start.
+            log.warning("env %s does not name a runtime configuration field; ignored", name)
             continue
         target = config
         for key in key_path[:-1]:
@@ -209,7 +221,9 @@ def _check_positive(problems: list[str], field: str, value: Any, kind: str = "in
         problems.append(f"{field}: must be > 0, got {value!r}")
 
 
-def _check_unknown_keys(problems: list[str], prefix: str, given: dict[str, Any], known: dict[str, Any]) -> None:
+def _check_unknown_keys(
+    problems: list[str], prefix: str, given: dict[str, Any], known: dict[str, Any]
+) -> None:
     for key in given:
         if key not in known:
             problems.append(f"{prefix}{key}: unknown field (known: {', '.join(sorted(known))})")
@@ -265,7 +279,8 @@ def _validate_stages(problems: list[str], config: dict[str, Any]) -> None:
         if stage["format"] == "function":
             if not stage["function"] or not _is_function_ref(stage["function"]):
                 problems.append(
-                    f"{field}.function: function stages need 'package.module:callable', got {stage['function']!r}"
+                    f"{field}.function: function stages need 'package.module:callable', "
+                    f"got {stage['function']!r}"
                 )
             if not config["code_dir"]:
                 problems.append(f"code_dir: required because {field} is a function stage")
@@ -313,7 +328,7 @@ def _validate_rest(problems: list[str], rest: dict[str, Any]) -> None:
     _check_port(problems, "rest.port", rest["port"])
     _check_positive(problems, "rest.workers", rest["workers"])
     _check_positive(problems, "rest.threads", rest["threads"])
-    _check_positive(problems, "rest.keepalive_s", rest["keepalive_s"], "number")
+    _check_positive(problems, "rest.keepalive_s", rest["keepalive_s"])  # gunicorn takes whole seconds
     _check_positive(problems, "rest.max_body_bytes", rest["max_body_bytes"])
     _check_positive(problems, "rest.hop_timeout_s", rest["hop_timeout_s"], "number")
     if _check(problems, "rest.next_hops", rest["next_hops"], "list"):

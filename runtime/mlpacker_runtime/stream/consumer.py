@@ -1,0 +1,276 @@
+"""MQTT consumer: at-least-once processing of ``{"id", "instances"}`` messages.
+
+Delivery guarantees:
+- MQTT v5 persistent session (fixed client id, clean_start=False, session expiry) so messages published
+  while the consumer is down are queued by the broker and delivered when it comes back.
+- manual acks: the PUBACK for an input message is sent only after the broker acknowledged our result
+  (or error report) at QoS 1. If the process dies in between, the broker redelivers the input.
+- Messages are processed in paho's network thread, in arrival order; that also makes the bookkeeping
+  between "result published" and "input acked" single-threaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from mlpacker_runtime.chain import InputError, StageError
+from mlpacker_runtime.health_server import HealthServer
+from mlpacker_runtime.service import Service
+
+log = logging.getLogger("mlpacker_runtime.stream")
+
+
+def subscription_topic(stream: dict[str, Any]) -> str:
+    if stream["share_group"]:
+        return f"$share/{stream['share_group']}/{stream['input_topic']}"
+    return stream["input_topic"]
+
+
+class StreamConsumer:
+    def __init__(self, config: dict[str, Any], service: Service | None = None):
+        self.config = config
+        self.stream = config["stream"]
+        self.service = service or Service(config)
+        self.metrics = self.service.metrics
+        self.topic = subscription_topic(self.stream)
+        self.qos = self.stream["qos"]
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self.stopping = threading.Event()
+        # publish mid -> (input mid, input qos, time received); touched only from paho's network thread,
+        # but guarded anyway because drain() reads it from the main thread.
+        self._pending: dict[int, tuple[int, int, float]] = {}
+        self._lock = threading.Lock()
+        self.client = self._make_client()
+        self.health: HealthServer | None = None
+
+    # ------------------------------------------------------------ setup
+
+    def _make_client(self) -> mqtt.Client:
+        broker = self.stream["broker"]
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.stream["client_id"],
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if broker["username"] is not None:
+            client.username_pw_set(broker["username"], broker["password"])
+        tls = broker["tls"]
+        if tls["enabled"]:
+            client.tls_set(ca_certs=tls["ca_file"], certfile=tls["cert_file"], keyfile=tls["key_file"])
+            client.tls_insecure_set(tls["insecure"])
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # Inputs stay unacked until their result is acked, so the result window bounds throughput:
+        # allow more results in flight than paho's default of 20 (the broker may lower it in CONNACK).
+        client.max_inflight_messages_set(100)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        return client
+
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        status, body = self.service.readiness()
+        if status != 200:
+            return status, body
+        if self.stopping.is_set():
+            return 503, {"status": "stopping", "error": "draining in-flight messages"}
+        if not (self.connected.is_set() and self.subscribed.is_set()):
+            broker = self.stream["broker"]
+            return 503, {
+                "status": "connecting",
+                "error": f"not subscribed to {self.topic} on {broker['host']}:{broker['port']} yet",
+            }
+        return 200, {"status": "ready"}
+
+    def start_health(self) -> None:
+        self.health = HealthServer(
+            self.stream["health_bind"], self.stream["health_port"], self.service, self.readiness
+        )
+        self.health.start()
+
+    def connect(self) -> None:
+        broker = self.stream["broker"]
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.stream["session_expiry_s"]
+        # connect_async + loop_start: the first connection and every reconnect (with backoff) happen in
+        # paho's thread, so a broker that is down at start is retried instead of crashing the service.
+        self.client.connect_async(
+            broker["host"],
+            broker["port"],
+            keepalive=self.stream["keepalive_s"],
+            clean_start=False,
+            properties=properties,
+        )
+        self.client.loop_start()
+
+    # ------------------------------------------------------------ paho callbacks
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        sock = client.socket()
+        if sock is not None:
+            # Small JSON messages: do not let Nagle hold them back waiting for more data.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connected.set()
+        log.info(
+            "connected to broker (session present: %s); subscribing to %s", flags.session_present, self.topic
+        )
+        client.subscribe(self.topic, qos=self.qos)
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
+    ) -> None:
+        failed = [code for code in reason_codes if code.is_failure]
+        if failed:
+            log.error("subscription to %s refused: %s", self.topic, failed)
+            return
+        self.subscribed.set()
+        log.info("subscribed to %s", self.topic)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        with self._lock:
+            # Unacked inputs are redelivered by the broker on reconnect; acking old mids later could ack a
+            # different message that reuses the id, so forget them.
+            self._pending.clear()
+        if not self.stopping.is_set():
+            log.warning("disconnected from broker (%s); reconnecting with backoff", reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self.stopping.is_set():
+            return  # left unacked: the broker redelivers it to this session (or a replica) later
+        received = time.perf_counter()
+        topic, payload = self._handle(message.payload)
+        info = client.publish(topic, payload, qos=self.qos)
+        with self._lock:
+            self._pending[info.mid] = (message.mid, message.qos, received)
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
+    ) -> None:
+        with self._lock:
+            entry = self._pending.pop(mid, None)
+        if entry is None:
+            return
+        input_mid, input_qos, received = entry
+        if reason_code.is_failure:
+            log.error("broker rejected a result publish (mid %s): %s", mid, reason_code)
+        if input_qos > 0:
+            client.ack(input_mid, input_qos)
+        self.metrics.message_seconds.observe(time.perf_counter() - received)
+
+    # ------------------------------------------------------------ processing
+
+    def _handle(self, raw: bytes) -> tuple[str, bytes]:
+        """Run the chain on one message; return (topic, payload) of the result or of the error report."""
+        stream = self.stream
+        message_id: Any = None
+        stage = self.config["stages"][0]["name"]  # input problems are reported against the first stage
+        try:
+            try:
+                payload = json.loads(raw)
+            except ValueError as exc:
+                raise InputError(f"malformed JSON: {exc}") from exc
+            if not isinstance(payload, dict) or "instances" not in payload:
+                raise InputError('message must be a JSON object {"id": ..., "instances": [[...], ...]}')
+            message_id = payload.get("id")
+            instances = payload["instances"]
+            if isinstance(instances, list):
+                self.metrics.batch_size.observe(len(instances))
+            assert self.service.chain is not None
+            result = self.service.chain.predict(instances, observe=self.metrics.observe_stage)
+        except Exception as exc:
+            # Whatever goes wrong, the message is reported and the consumer keeps going (an exception
+            # escaping a paho callback would stop the network loop).
+            if isinstance(exc, StageError):
+                stage = exc.stage
+                kind = "stage"
+            elif isinstance(exc, InputError):
+                kind = "bad_input"
+            else:
+                log.exception("unexpected error on message %r", message_id)
+                kind = "internal"
+                exc = RuntimeError(f"internal error: {type(exc).__name__}: {exc}")
+            self.metrics.messages.labels("error").inc()
+            self.metrics.errors.labels(kind).inc()
+            log.warning("message %r sent to %s: %s", message_id, stream["error_topic"], exc)
+            report = {
+                "id": message_id,
+                "service": self.config["service"],
+                "stage": stage,
+                "error": str(exc),
+                "payload": raw.decode("utf-8", errors="replace"),
+            }
+            return stream["error_topic"], json.dumps(report).encode()
+        self.metrics.messages.labels("ok").inc()
+        body = {"id": message_id, stream["output_kind"]: result}
+        return stream["output_topic"], json.dumps(body, separators=(",", ":")).encode()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def drain(self) -> None:
+        """Stop taking messages, wait for in-flight results to be acknowledged, disconnect cleanly."""
+        self.stopping.set()
+        deadline = time.monotonic() + self.stream["drain_timeout_s"]
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._pending:
+                    break
+            time.sleep(0.02)
+        with self._lock:
+            left = len(self._pending)
+        if left:
+            log.warning(
+                "drain timeout: %d results not acknowledged; the broker will redeliver their inputs", left
+            )
+        # A normal DISCONNECT keeps the session (expiry set at connect), so queued messages wait for us.
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def run(self) -> int:
+        """Load, connect and consume until SIGTERM/SIGINT; return the process exit code."""
+        stop = threading.Event()
+
+        def request_stop(signum: int, frame: Any) -> None:
+            log.info("signal %s: draining and stopping", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        self.start_health()
+        try:
+            self.service.load()
+        except Exception as exc:
+            log.error("service %s: %s", self.config["service"], exc)
+            if self.health is not None:
+                self.health.stop()
+            return 1
+        self.connect()
+        while not stop.wait(0.5):
+            pass
+        self.drain()
+        if self.health is not None:
+            self.health.stop()
+        log.info("stopped")
+        return 0

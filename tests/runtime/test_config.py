@@ -1,0 +1,158 @@
+"""Config validation, env overrides and the `check` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlpacker_runtime.config import ConfigError, build_config, load_config
+from runtime_helpers import RUNTIME_BIN, IrisModels, base_config
+
+
+def problems_of(raw: dict, environ: dict | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        build_config(raw, environ=environ or {})
+    return caught.value.problems
+
+
+def test_valid_config_fills_defaults(iris_models: IrisModels) -> None:
+    stages = iris_models.three_stages()
+    for stage in stages:
+        del stage["method"]
+    config = build_config(base_config(stages), environ={})
+    assert [s["method"] for s in config["stages"]] == ["transform", "transform", "predict"]
+    assert config["rest"]["max_body_bytes"] == 10 * 1024 * 1024
+    assert config["stream"]["output_kind"] == "predictions"
+    assert config["stages"][0]["format"] == "joblib"
+
+
+def test_bad_method_names_field_and_choices(iris_models: IrisModels) -> None:
+    stages = iris_models.three_stages()
+    stages[1]["method"] = "predictt"
+    problems = problems_of(base_config(stages))
+    assert problems == [
+        "stages[1].method: 'predictt' is not one of "
+        "predict, predict_proba, transform, decision_function, call"
+    ]
+
+
+def test_several_problems_are_all_reported(iris_models: IrisModels) -> None:
+    stages = iris_models.three_stages()
+    stages[0]["sha256"] = "abc"
+    stages[2]["frmat"] = "joblib"
+    raw = base_config(stages, mode="batch")
+    raw["rest"]["port"] = 70000
+    problems = problems_of(raw)
+    assert "mode: 'batch' is not one of rest, stream" in problems
+    assert "rest.port: 70000 is not a TCP port (0-65535)" in problems
+    assert "stages[0].sha256: expected 64 hex digits, got 'abc'" in problems
+    assert any(p.startswith("stages[2].frmat: unknown field") for p in problems)
+
+
+def test_stream_mode_requires_topics(iris_models: IrisModels) -> None:
+    raw = base_config(iris_models.three_stages(), mode="stream")
+    problems = problems_of(raw)
+    assert "stream.input_topic: expected a non-empty string, got None" in problems
+    assert "stream.client_id: expected a non-empty string, got None" in problems
+
+
+def test_stream_qos_zero_is_refused(iris_models: IrisModels) -> None:
+    raw = base_config(iris_models.three_stages(), mode="stream")
+    raw["stream"] = {"input_topic": "a", "output_topic": "b", "error_topic": "c", "client_id": "x", "qos": 0}
+    assert problems_of(raw) == ["stream.qos: 0 is not one of 1, 2 (at-least-once needs QoS >= 1)"]
+
+
+def test_function_stage_needs_code_dir_and_reference() -> None:
+    raw = base_config([{"name": "f", "format": "function", "function": "not a ref"}])
+    problems = problems_of(raw)
+    assert "stages[0].function: function stages need 'package.module:callable', got 'not a ref'" in problems
+    assert "code_dir: required because stages[0] is a function stage" in problems
+
+
+def test_format_inferred_from_extension_or_error() -> None:
+    raw = base_config([{"name": "m", "artifact": "/x/model.bin"}])
+    problems = problems_of(raw)
+    assert problems[0].startswith(
+        "stages[0].format: not given and not inferable from artifact '/x/model.bin'"
+    )
+    config = build_config(base_config([{"name": "m", "artifact": "/x/model.onnx"}]), environ={})
+    assert config["stages"][0]["format"] == "onnx"
+
+
+def test_env_overrides_nested_fields_parsed_as_json(iris_models: IrisModels) -> None:
+    environ = {
+        "MLPACKER_REST_PORT": "9123",
+        "MLPACKER_REST_NEXT_HOPS": '["http://127.0.0.1:1/predict"]',
+        "MLPACKER_STREAM_BROKER_HOST": "broker.example",
+        "MLPACKER_STREAM_SESSION_EXPIRY_S": "60",
+        "MLPACKER_ALLOW_VERSION_MISMATCH": "true",
+        "MLPACKER_SERVICE": "from-env",
+        "MLPACKER_SOMETHING_ELSE": "ignored",
+    }
+    config = build_config(base_config(iris_models.three_stages()), environ=environ)
+    assert config["rest"]["port"] == 9123
+    assert config["rest"]["next_hops"] == ["http://127.0.0.1:1/predict"]
+    assert config["stream"]["broker"]["host"] == "broker.example"
+    assert config["stream"]["session_expiry_s"] == 60
+    assert config["allow_version_mismatch"] is True
+    assert config["service"] == "from-env"
+
+
+def test_env_override_is_validated(iris_models: IrisModels) -> None:
+    problems = problems_of(base_config(iris_models.three_stages()), {"MLPACKER_REST_PORT": "eighty"})
+    assert problems == ["rest.port: expected a int, got 'eighty'"]
+
+
+def test_load_config_reports_bad_json(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text('{"pipeline": ')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.problems[0].startswith(f"config file '{path}': invalid JSON at line 1")
+
+
+def run_check(config_path: Path, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(RUNTIME_BIN), "check", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_check_command_ok_and_errors(tmp_path: Path, iris_models: IrisModels) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(base_config(iris_models.three_stages())))
+    result = run_check(good)
+    assert result.returncode == 0, result.stderr
+    assert "stages scale, reduce, classify load" in result.stdout
+
+    stages = iris_models.three_stages()
+    stages[1]["method"] = "predictt"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(base_config(stages)))
+    result = run_check(bad)
+    assert result.returncode == 2
+    assert (
+        "error: stages[1].method: 'predictt' is not one of predict, predict_proba, transform, "
+        "decision_function, call" in result.stderr
+    )
+
+
+def test_check_command_reports_every_stage_that_fails_to_load(
+    tmp_path: Path, iris_models: IrisModels
+) -> None:
+    stages = iris_models.three_stages()
+    stages[0]["sha256"] = "0" * 64
+    stages[2]["artifact"] = str(tmp_path / "missing.joblib")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(base_config(stages)))
+    result = run_check(path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: stages[0].sha256: artifact ")
+    assert f"recorded {'0' * 64}" in lines[0]
+    assert lines[1] == f"error: stages[2].artifact: file not found: {tmp_path / 'missing.joblib'}"

@@ -1,0 +1,234 @@
+"""Stream mode against a real mosquitto broker and real `mlpacker-runtime serve` consumer processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from runtime_helpers import (
+    Broker,
+    IrisModels,
+    MqttProbe,
+    Runtimes,
+    function_stage,
+    get,
+    stream_config,
+)
+
+pytestmark = pytest.mark.mqtt
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.mark.slow
+def test_chain_of_three_consumers_equals_pipeline(
+    runtimes: Runtimes,
+    mosquitto: Broker,
+    mqtt_probe: Callable[[list[str]], MqttProbe],
+    iris_models: IrisModels,
+) -> None:
+    prefix = unique_prefix()
+    names = ["scale", "reduce", "classify"]
+    consumers = []
+    for index, stage in enumerate(iris_models.three_stages()):
+        last = index == len(names) - 1
+        output = f"{prefix}/out" if last else f"{prefix}/{names[index + 1]}/in"
+        config = stream_config(
+            [stage],
+            mosquitto.port,
+            prefix,
+            names[index],
+            output,
+            output_kind="predictions" if last else "instances",
+        )
+        consumers.append(runtimes.prepare(config).start())
+    for consumer in consumers:
+        consumer.wait_ready()
+    probe = mqtt_probe([f"{prefix}/out", f"{prefix}/errors"])
+    rows = iris_models.X
+    batches = {f"m{start}": rows[start : start + 10] for start in range(0, len(rows), 10)}
+    for message_id, batch in batches.items():
+        probe.publish(f"{prefix}/scale/in", {"id": message_id, "instances": batch.tolist()})
+    received = probe.wait_for(f"{prefix}/out", len(batches))
+    by_id = {message["id"]: message for message in received}
+    assert set(by_id) == set(batches)
+    for message_id, batch in batches.items():
+        assert by_id[message_id] == {"id": message_id, "predictions": iris_models.expected(batch)}
+    assert probe.messages[f"{prefix}/errors"] == []
+    status, metrics = get(consumers[1].base_url + "/metrics")
+    assert status == 200
+    assert f'mlpacker_messages_total{{result="ok"}} {float(len(batches))}' in metrics.decode()
+    info = json.loads(get(consumers[2].base_url + "/info")[1])
+    assert info["mode"] == "stream" and info["stages"][0]["name"] == "classify"
+
+
+def test_poison_messages_go_to_error_topic_and_later_ones_flow(
+    runtimes: Runtimes,
+    mosquitto: Broker,
+    mqtt_probe: Callable[[list[str]], MqttProbe],
+    iris_models: IrisModels,
+    code_dir: Path,
+) -> None:
+    prefix = unique_prefix()
+    stages = [iris_models.stage("scale", "scaler", "transform"), function_stage("guard", "mlfuncs.ops:guard")]
+    config = stream_config(stages, mosquitto.port, prefix, "scale", f"{prefix}/out")
+    config["code_dir"] = str(code_dir)
+    runtimes.start(config)
+    probe = mqtt_probe([f"{prefix}/out", f"{prefix}/errors"])
+    topic = f"{prefix}/scale/in"
+    good = [5.1, 3.5, 1.4, 0.2]
+    probe.publish(topic, {"id": 1, "instances": [good]})
+    probe.publish(topic, None, raw=b"{this is not json")
+    probe.publish(topic, {"id": 3, "instances": [[1, 2]]})
+    probe.publish(topic, {"id": 4, "instances": [[1e9, 1, 1, 1]]})
+    probe.publish(topic, {"id": 5, "instances": [good]})
+    outputs = probe.wait_for(f"{prefix}/out", 2)
+    assert [message["id"] for message in outputs] == [1, 5]
+    errors = probe.wait_for(f"{prefix}/errors", 3)
+    assert errors[0]["id"] is None
+    assert errors[0]["stage"] == "scale"
+    assert errors[0]["error"].startswith("malformed JSON")
+    assert errors[0]["payload"] == "{this is not json"
+    assert errors[1]["id"] == 3
+    assert errors[1]["error"] == "instances[0]: expected 4 features, received 2"
+    assert json.loads(errors[1]["payload"]) == {"id": 3, "instances": [[1, 2]]}
+    assert errors[2]["id"] == 4
+    assert errors[2]["stage"] == "guard"
+    assert errors[2]["error"] == "stage 'guard' failed: OverflowError: value out of the trained range"
+
+
+@pytest.mark.slow
+def test_sigkilled_consumer_restarted_loses_no_message(
+    runtimes: Runtimes,
+    mosquitto: Broker,
+    mqtt_probe: Callable[[list[str]], MqttProbe],
+    code_dir: Path,
+) -> None:
+    prefix = unique_prefix()
+    # A slow stage so that the kill lands while messages are received but not yet acknowledged.
+    config = stream_config(
+        [function_stage("slow", "mlfuncs.ops:slow")], mosquitto.port, prefix, "s", f"{prefix}/out"
+    )
+    config["code_dir"] = str(code_dir)
+    env = {"SLOW_STAGE_SECONDS": "0.05"}
+    consumer = runtimes.start(config, env=env)
+    probe = mqtt_probe([f"{prefix}/out"])
+    ids = list(range(60))
+    for message_id in ids[:30]:
+        probe.publish(f"{prefix}/s/in", {"id": message_id, "instances": [[message_id]]})
+    probe.wait_for(f"{prefix}/out", 5)
+    consumer.send_signal(signal.SIGKILL)
+    consumer.proc.wait(10)
+    # Published while no consumer runs: the broker queues them for the persistent session.
+    for message_id in ids[30:]:
+        probe.publish(f"{prefix}/s/in", {"id": message_id, "instances": [[message_id]]})
+    before_restart = {message["id"] for message in probe.messages[f"{prefix}/out"]}
+    assert len(before_restart) < len(ids)
+    restarted = runtimes.prepare(consumer.config, env=env).start()
+    restarted.wait_ready()
+    deadline_count = len(ids)
+    # At-least-once: duplicates are allowed, losses are not.
+    while True:
+        seen = {message["id"] for message in probe.messages[f"{prefix}/out"]}
+        if seen >= set(ids):
+            break
+        probe.wait_for(f"{prefix}/out", len(probe.messages[f"{prefix}/out"]) + 1, timeout=20)
+    assert seen == set(ids)
+    assert len(probe.messages[f"{prefix}/out"]) >= deadline_count
+    for message in probe.messages[f"{prefix}/out"]:
+        assert message["predictions"] == [[message["id"]]]
+
+
+def test_sigterm_drains_and_exits_cleanly(
+    runtimes: Runtimes,
+    mosquitto: Broker,
+    mqtt_probe: Callable[[list[str]], MqttProbe],
+    code_dir: Path,
+) -> None:
+    prefix = unique_prefix()
+    config = stream_config(
+        [function_stage("slow", "mlfuncs.ops:slow")], mosquitto.port, prefix, "s", f"{prefix}/out"
+    )
+    config["code_dir"] = str(code_dir)
+    env = {"SLOW_STAGE_SECONDS": "0.02"}
+    consumer = runtimes.start(config, env=env)
+    status, body = get(consumer.base_url + "/health/ready")
+    assert status == 200
+    probe = mqtt_probe([f"{prefix}/out"])
+    for message_id in range(40):
+        probe.publish(f"{prefix}/s/in", {"id": message_id, "instances": [[message_id]]})
+    probe.wait_for(f"{prefix}/out", 3)
+    consumer.send_signal(signal.SIGTERM)
+    assert consumer.proc.wait(20) == 0
+    assert "draining and stopping" in consumer.log()
+    # Whatever was not handled before the stop is delivered to the next run of the same session.
+    runtimes.prepare(consumer.config, env=env).start().wait_ready()
+    probe.wait_for(f"{prefix}/out", 40)
+    assert {message["id"] for message in probe.messages[f"{prefix}/out"]} == set(range(40))
+
+
+def test_consumer_waits_for_broker_and_reports_not_ready(runtimes: Runtimes, iris_models: IrisModels) -> None:
+    from runtime_helpers import free_port
+
+    port = free_port()  # nothing listens here yet
+    prefix = unique_prefix()
+    config = stream_config(
+        [iris_models.stage("scale", "scaler", "transform")], port, prefix, "s", f"{prefix}/out"
+    )
+    consumer = runtimes.start(config, wait=False)
+    import time
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            status, body = get(consumer.base_url + "/health/ready")
+            break
+        except Exception:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert status == 503
+    payload = json.loads(body)
+    assert payload["status"] in ("loading", "connecting")
+    assert consumer.proc.poll() is None  # still running, retrying with backoff
+    broker = Broker(consumer.config_path.parent / "late-broker", port)
+    broker.directory.mkdir()
+    broker.start()
+    try:
+        consumer.wait_ready(timeout=40)
+    finally:
+        broker.stop()
+
+
+def test_broker_credentials_from_config(runtimes: Runtimes, iris_models: IrisModels, tmp_path: Path) -> None:
+    import subprocess
+
+    from runtime_helpers import free_port
+
+    password_file = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(password_file), "edge", "s3cret"], check=True)
+    password_file.chmod(0o600)
+    broker = Broker(tmp_path / "auth-broker", free_port(), password_file=password_file)
+    broker.directory.mkdir()
+    broker.start()
+    try:
+        prefix = unique_prefix()
+        stages = [iris_models.stage("scale", "scaler", "transform")]
+        wrong = stream_config(stages, broker.port, prefix, "wrong", f"{prefix}/out")
+        wrong["stream"]["broker"].update(username="edge", password="nope")
+        right = stream_config(stages, broker.port, prefix, "right", f"{prefix}/out")
+        right["stream"]["broker"].update(username="edge", password="s3cret")
+        refused = runtimes.start(wrong, wait=False)
+        accepted = runtimes.start(right)
+        assert get(accepted.base_url + "/health/ready")[0] == 200
+        status, body = get(refused.base_url + "/health/ready")
+        assert status == 503
+        assert json.loads(body)["status"] == "connecting"
+        assert "broker refused the connection: Not authorized" in refused.log()
+    finally:
+        broker.stop()
