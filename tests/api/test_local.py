@@ -1,0 +1,130 @@
+"""The Python API and the CLI against real runs on this machine (``inventories/local``).
+
+One distributed REST pipeline (scale on edge, reduce on fog, classify on cloud; every group is localhost) is
+deployed once for the module with :func:`mlpacker.deploy`, then inspected, probed (through the API and the
+CLI) and undeployed. Real gunicorn services answer real HTTP requests; the module always undeploys at the end.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import mlpacker
+from mlpacker.events import ProgressEvent
+from tests.api.conftest import (
+    LOCAL_INVENTORY,
+    SAMPLE,
+    expected_predictions,
+    free_port_block,
+    iris_pipeline,
+    post,
+    unique_name,
+    write_spec,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory, iris_models: Path) -> Iterator[dict[str, Any]]:
+    work = tmp_path_factory.mktemp("local-deploy")
+    port = free_port_block(4)
+    spec = write_spec(work / "pipeline.yml", iris_pipeline(unique_name("apilocal"), iris_models))
+    options: dict[str, Any] = {"state_dir": work / "state", "extravars": {"mlpacker_default_port": port}}
+    progress: list[ProgressEvent] = []
+    result = mlpacker.deploy(spec, LOCAL_INVENTORY, progress=progress.append, **options)
+    state = {"spec": spec, "port": port, "result": result, "progress": progress, "options": options}
+    try:
+        yield state
+    finally:
+        # Always remove what the deploy started, also when a test (or the deploy) failed.
+        if not state.get("undeployed"):
+            mlpacker.undeploy(spec, LOCAL_INVENTORY, **options)
+
+
+def test_deploy_result(deployment: dict[str, Any], iris_models: Path) -> None:
+    result: mlpacker.RunResult = deployment["result"]
+    assert result.ok, [f.describe() for f in result.failures]
+    assert result.exit_code == 0 and result.failures == []
+    entry = f"http://127.0.0.1:{deployment['port']}/predict"
+    assert result.entry_points["rest"] == [entry]
+    stats = result.hosts["localhost"]
+    assert stats.failed == 0 and stats.unreachable == 0 and stats.changed > 0
+    assert result.plan is not None and [s["id"] for s in result.plan["services"]] == [
+        f"{result.plan['name']}-scale",
+        f"{result.plan['name']}-reduce",
+        f"{result.plan['name']}-classify",
+    ]
+    # The entry point is a real service chain: scale -> reduce -> classify over REST hops.
+    assert post(entry, SAMPLE) == expected_predictions(iris_models, SAMPLE)
+
+
+def test_deploy_progress_events(deployment: dict[str, Any]) -> None:
+    progress: list[ProgressEvent] = deployment["progress"]
+    kinds = {p.kind for p in progress}
+    assert {"play", "task", "ok", "changed"} <= kinds
+    labels = [p.label for p in progress if p.kind == "task"]
+    assert any("pipeline : Validate" in label for label in labels)  # role-prefixed labels
+    assert all(p.host == "localhost" for p in progress if p.kind in {"ok", "changed"})
+    assert not [p for p in progress if p.kind == "failed" and not p.ignored]
+
+
+def test_status(deployment: dict[str, Any]) -> None:
+    result = mlpacker.status(deployment["spec"], LOCAL_INVENTORY, **deployment["options"])
+    assert result.ok, [f.describe() for f in result.failures]
+    assert result.hosts["localhost"].failed == 0
+    # status.yml publishes each host's services with set_stats (mlpacker_status: {host: [service, ...]}).
+    services = result.service_status["localhost"]
+    name = deployment["result"].plan["name"]
+    assert sorted(s["service"] for s in services) == sorted(
+        f"{name}-{st}" for st in ("scale", "reduce", "classify")
+    )
+    assert all(s["ready"] for s in services)
+
+
+def test_probe(deployment: dict[str, Any], iris_models: Path) -> None:
+    extravars = deployment["options"]["extravars"] | {"mlpacker_probe_instances": SAMPLE}
+    options = deployment["options"] | {"extravars": extravars}
+    result = mlpacker.probe(deployment["spec"], LOCAL_INVENTORY, **options)
+    assert result.ok, [f.describe() for f in result.failures]
+    probe = result.probe
+    assert probe["mode"] == "rest" and probe["compared"] is True
+    assert [r["url"] for r in probe["results"]] == [f"http://127.0.0.1:{deployment['port']}/predict"]
+    assert probe["results"][0]["predictions"] == expected_predictions(iris_models, SAMPLE)
+
+
+def test_cli_probe_shows_progress_and_results(deployment: dict[str, Any], run_cli) -> None:
+    options = deployment["options"]
+    proc = run_cli(
+        "probe",
+        str(deployment["spec"]),
+        "-i",
+        str(LOCAL_INVENTORY),
+        "--state-dir",
+        str(options["state_dir"]),
+        "-e",
+        f"mlpacker_default_port={deployment['port']}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    # Progress on stderr: the play, each task as it starts, the recap and the verdict.
+    assert "PLAY Probe the pipeline's entry points" in proc.stderr
+    assert "  - Probe every REST entry point" in proc.stderr
+    assert "  localhost: ok=" in proc.stderr
+    assert "probe: successful" in proc.stderr
+    # Results on stdout, as YAML.
+    published = yaml.safe_load(proc.stdout)["mlpacker_probe"]
+    assert published["results"][0]["url"] == f"http://127.0.0.1:{deployment['port']}/predict"
+
+
+def test_undeploy_stops_the_services(deployment: dict[str, Any]) -> None:
+    result = mlpacker.undeploy(deployment["spec"], LOCAL_INVENTORY, **deployment["options"])
+    assert result.ok, [f.describe() for f in result.failures]
+    deployment["undeployed"] = True  # the fixture need not undeploy again
+    with pytest.raises(urllib.error.URLError):
+        post(f"http://127.0.0.1:{deployment['port']}/predict", SAMPLE)
