@@ -1,10 +1,16 @@
-"""MQTT benchmark (not a test): the runtime's consumer vs a bare paho loop, and a 3-stage chain vs one stage.
+"""MQTT benchmark (not a test): the runtime's consumer vs a bare paho loop, and 3-stage chains vs one stage.
 
 Same model, same broker, same publisher. Throughput: N one-row messages published at QoS 1 as fast as
 possible, timed until the last result arrives. Latency: sequential round trips (publish, wait for the
-result). Runs are interleaved and repeated; the table shows medians.
+result), interleaved one message at a time over all targets (rotating the order every round), so every
+target sees the same machine load; p50 per repeat, medians over repeats.
 
-    .venv/bin/python bench/runtime/bench_mqtt.py [--repeats 5] [--messages 2000]
+Per-hop cost = (p50 of the 3-stage chain - p50 of one service running the whole pipeline) / 2. The same
+figure for a chain of bare paho loops (``bare3``) is the floor set by the broker and paho themselves.
+``--baseline-runtime DIR`` also runs the services from an older copy of the runtime (DIR holds its
+``mlpacker_runtime`` package), to compare two versions in one run.
+
+    .venv/bin/python bench/runtime/bench_mqtt.py [--repeats 5] [--messages 1000] [--rounds 300]
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -30,12 +37,17 @@ from common import (  # noqa: E402
     cleanup,
     free_port,
     median,
+    p50,
     print_table,
+    rotated,
     runtime_service,
     stage,
     start_mosquitto,
     train,
 )
+
+CHAIN = [("scale", "transform"), ("reduce", "transform"), ("classify", "predict")]
+HOPS = len(CHAIN) - 1
 
 
 class Driver:
@@ -75,53 +87,47 @@ class Driver:
         self.wait(out_topic, start_count + messages)
         return messages / (time.perf_counter() - began)
 
-    def p50_ms(self, in_topic: str, out_topic: str, payload: bytes, rounds: int) -> float:
-        samples = []
-        for _ in range(rounds):
-            expected = self.counts[out_topic] + 1
-            began = time.perf_counter()
-            self.client.publish(in_topic, payload, qos=1)
-            self.wait(out_topic, expected)
-            samples.append(time.perf_counter() - began)
-        samples.sort()
-        return samples[len(samples) // 2] * 1000
+    def round_trip(self, in_topic: str, out_topic: str, payload: bytes) -> float:
+        expected = self.counts[out_topic] + 1
+        began = time.perf_counter()
+        self.client.publish(in_topic, payload, qos=1)
+        self.wait(out_topic, expected)
+        return time.perf_counter() - began
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument(
+        "--baseline-runtime", default=None, help="directory holding an older mlpacker_runtime"
+    )
     args = parser.parse_args()
 
     X, files = train()
     payload = json.dumps({"id": 1, "instances": [X[0].tolist()]}).encode()
     broker, port = start_mosquitto()
     procs: list[Proc] = [broker]
+    targets: dict[str, tuple[str, str]] = {}
     try:
-        ready_file = WORKDIR / "bare.ready"
-        bare = Proc(
-            [
-                sys.executable,
-                str(HERE / "bare_consumer.py"),
-                str(port),
-                "b/bare/in",
-                "b/bare/out",
-                str(ready_file),
-            ],
-            env={"BARE_MODEL": str(files["pipeline"])},
-            name="bare-consumer",
-        )
-        procs.append(bare)
-        deadline = time.monotonic() + 30
-        while not ready_file.exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError("bare consumer not subscribed")
-            time.sleep(0.05)
 
-        def consumer(name: str, stages: list, in_topic: str, out_topic: str, kind: str) -> None:
+        def bare(name: str, model: Path, method: str, kind: str, in_topic: str, out_topic: str) -> None:
+            ready_file = WORKDIR / f"{name}.ready"
+            env = {"BARE_MODEL": str(model), "BARE_METHOD": method, "BARE_OUTPUT_KIND": kind}
+            argv = [sys.executable, str(HERE / "bare_consumer.py"), str(port), in_topic, out_topic]
+            procs.append(Proc([*argv, str(ready_file)], env=env, name=name))
+            deadline = time.monotonic() + 30
+            while not ready_file.exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} not subscribed")
+                time.sleep(0.05)
+
+        def consumer(
+            name: str, stages: list, in_topic: str, out_topic: str, kind: str, runtime_dir: str | None
+        ) -> None:
             health = free_port()
-            config = {
+            config: dict[str, Any] = {
                 "pipeline": "bench",
                 "service": name,
                 "mode": "stream",
@@ -137,61 +143,98 @@ def main() -> None:
                     "health_port": health,
                 },
             }
-            procs.append(runtime_service(config, f"http://127.0.0.1:{health}/health/ready"))
+            procs.append(runtime_service(config, f"http://127.0.0.1:{health}/health/ready", runtime_dir))
 
-        consumer(
-            "stage", [stage("all", files["pipeline"], "predict")], "b/stage/in", "b/stage/out", "predictions"
-        )
-        chain = [("scale", "transform"), ("reduce", "transform"), ("classify", "predict")]
-        for index, (name, method) in enumerate(chain):
-            last = index == len(chain) - 1
+        def chain_topics(prefix: str) -> list[tuple[str, str, str, str, str]]:
+            """(name, method, in topic, out topic, output kind) of each stage of a 3-stage chain."""
+            rows = []
+            for index, (name, method) in enumerate(CHAIN):
+                last = index == len(CHAIN) - 1
+                out = f"{prefix}/out" if last else f"{prefix}/{CHAIN[index + 1][0]}/in"
+                rows.append(
+                    (name, method, f"{prefix}/{name}/in", out, "predictions" if last else "instances")
+                )
+            return rows
+
+        bare("bare", files["pipeline"], "predict", "predictions", "b/bare/in", "b/bare/out")
+        targets["bare"] = ("b/bare/in", "b/bare/out")
+        for name, method, in_topic, out_topic, kind in chain_topics("b/bare3"):
+            bare(f"bare3-{name}", files[name], method, kind, in_topic, out_topic)
+        targets["bare3"] = ("b/bare3/scale/in", "b/bare3/out")
+        versions = {"": None}
+        if args.baseline_runtime:
+            versions["@base"] = args.baseline_runtime
+        for suffix, runtime_dir in versions.items():
+            prefix = f"b/stage{suffix}"
             consumer(
-                f"chain-{name}",
-                [stage(name, files[name], method)],
-                f"b/chain/{name}/in",
-                "b/chain/out" if last else f"b/chain/{chain[index + 1][0]}/in",
-                "predictions" if last else "instances",
+                f"stage{suffix}",
+                [stage("all", files["pipeline"], "predict")],
+                f"{prefix}/in",
+                f"{prefix}/out",
+                "predictions",
+                runtime_dir,
             )
+            targets[f"stage{suffix}"] = (f"{prefix}/in", f"{prefix}/out")
+            prefix = f"b/chain3{suffix}"
+            for name, method, in_topic, out_topic, kind in chain_topics(prefix):
+                consumer(
+                    f"chain3{suffix}-{name}",
+                    [stage(name, files[name], method)],
+                    in_topic,
+                    out_topic,
+                    kind,
+                    runtime_dir,
+                )
+            targets[f"chain3{suffix}"] = (f"{prefix}/scale/in", f"{prefix}/out")
 
-        targets = {
-            "bare": ("b/bare/in", "b/bare/out"),
-            "stage": ("b/stage/in", "b/stage/out"),
-            "chain3": ("b/chain/scale/in", "b/chain/out"),
-        }
+        names = list(targets)
         driver = Driver(port, [out for _, out in targets.values()])
         for in_topic, out_topic in targets.values():  # warm-up
             driver.throughput(in_topic, out_topic, payload, 200)
-        results: dict[str, dict[str, list[float]]] = {k: {"thr": [], "p50": []} for k in targets}
+        thr: dict[str, list[float]] = {name: [] for name in names}
+        lat: dict[str, list[float]] = {name: [] for name in names}
         for repeat in range(args.repeats):
-            order = list(targets) if repeat % 2 == 0 else list(reversed(targets))
-            for name in order:
-                in_topic, out_topic = targets[name]
-                results[name]["thr"].append(driver.throughput(in_topic, out_topic, payload, args.messages))
-                results[name]["p50"].append(driver.p50_ms(in_topic, out_topic, payload, args.rounds))
+            for name in rotated(names, repeat):
+                thr[name].append(driver.throughput(*targets[name], payload, args.messages))
+            samples: dict[str, list[float]] = {name: [] for name in names}
+            for round_index in range(args.rounds):
+                for name in rotated(names, round_index):
+                    samples[name].append(driver.round_trip(*targets[name], payload))
+            for name in names:
+                lat[name].append(p50(samples[name]))
 
-        thr_ratios = [s / b for s, b in zip(results["stage"]["thr"], results["bare"]["thr"], strict=True)]
-        per_hop = [
-            (c - s) / 2 for c, s in zip(results["chain3"]["p50"], results["stage"]["p50"], strict=True)
-        ]
+        def per_hop(chain: str, single: str) -> float:
+            return median([(c - s) / HOPS for c, s in zip(lat[chain], lat[single], strict=True)])
+
+        thr_ratio = median([s / b for s, b in zip(thr["stage"], thr["bare"], strict=True)])
         print_table(
-            f"MQTT QoS 1, 1-row messages, {args.repeats} interleaved repeats "
-            f"({args.messages} messages for throughput, {args.rounds} sequential round trips for p50)",
+            f"MQTT QoS 1, 1-row messages, {args.repeats} repeats ({args.messages} messages for throughput, "
+            f"{args.rounds} interleaved sequential round trips per target for p50)",
             ["target", "msg/s", "p50 ms"],
-            [[n, f"{median(r['thr']):.0f}", f"{median(r['p50']):.2f}"] for n, r in results.items()],
+            [[n, f"{median(thr[n]):.0f}", f"{median(lat[n]):.2f}"] for n in names],
         )
-        print_table(
-            "MQTT ratios (median over repeats)",
-            ["metric", "measured", "target", "ok"],
+        rows = [
+            ["stage/bare throughput", f"{thr_ratio:.2f}x", ">= 0.85x", thr_ratio >= 0.85],
             [
-                [
-                    "stage/bare throughput",
-                    f"{median(thr_ratios):.2f}x",
-                    ">= 0.85x",
-                    median(thr_ratios) >= 0.85,
-                ],
-                ["extra p50 per hop", f"{median(per_hop):.2f} ms", "<= 0.5 ms", median(per_hop) <= 0.5],
+                "extra p50 per hop (runtime)",
+                f"{per_hop('chain3', 'stage'):.2f} ms",
+                "<= 0.5 ms",
+                per_hop("chain3", "stage") <= 0.5,
             ],
-        )
+            ["extra p50 per hop (bare paho)", f"{per_hop('bare3', 'bare'):.2f} ms", "(floor)", ""],
+        ]
+        if args.baseline_runtime:
+            rows.append(
+                [
+                    "extra p50 per hop (baseline runtime)",
+                    f"{per_hop('chain3@base', 'stage@base'):.2f} ms",
+                    "",
+                    "",
+                ]
+            )
+            base_ratio = median([s / b for s, b in zip(thr["stage@base"], thr["bare"], strict=True)])
+            rows.append(["stage@base/bare throughput", f"{base_ratio:.2f}x", "", ""])
+        print_table("MQTT ratios (median over repeats)", ["metric", "measured", "target", "ok"], rows)
         driver.client.disconnect()
         driver.client.loop_stop()
     finally:

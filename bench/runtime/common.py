@@ -104,10 +104,22 @@ class Proc:
             pass
 
 
-def runtime_service(config: dict[str, Any], health_url: str) -> Proc:
+def runtime_env(runtime_dir: str | None) -> dict[str, str]:
+    """Environment that makes a service import the runtime from ``runtime_dir`` (an older copy, to compare
+    two versions in the same run) instead of the installed one."""
+    if not runtime_dir:
+        return {}
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [runtime_dir, os.environ.get("PYTHONPATH")]))}
+
+
+def runtime_service(config: dict[str, Any], health_url: str, runtime_dir: str | None = None) -> Proc:
     path = WORKDIR / f"{config['service']}.json"
     path.write_text(json.dumps(config))
-    proc = Proc([str(RUNTIME_BIN), "serve", "--config", str(path)], name=config["service"])
+    proc = Proc(
+        [str(RUNTIME_BIN), "serve", "--config", str(path)],
+        env=runtime_env(runtime_dir),
+        name=config["service"],
+    )
     proc.wait_http(health_url)
     return proc
 
@@ -134,6 +146,17 @@ def start_mosquitto() -> tuple[Proc, int]:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def p50(samples: list[float]) -> float:
+    """Median of round-trip times in seconds, as milliseconds."""
+    return statistics.median(samples) * 1000
+
+
+def rotated(names: list[str], shift: int) -> list[str]:
+    """The target order for one round: rotating it spreads machine-load drift evenly over the targets."""
+    shift %= len(names)
+    return names[shift:] + names[:shift]
 
 
 def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:

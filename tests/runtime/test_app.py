@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable
@@ -155,3 +156,45 @@ def test_failed_load_is_reported_by_ready(make_app: Callable[..., Flask], iris_m
     assert response.status_code == 503
     assert response.get_json()["status"] == "failed"
     assert response.get_json()["error"].startswith("stages[0].sha256: artifact")
+
+
+def test_body_without_content_length_takes_the_flask_route(iris_app: Flask, iris_models: IrisModels) -> None:
+    """Chunked bodies (no Content-Length; gunicorn marks the input terminated) bypass the fast path.
+
+    The test client always computes a Content-Length, so it is blanked as gunicorn leaves it."""
+    client = iris_app.test_client()
+    rows = iris_models.X[:2]
+    for body, status in ((json.dumps({"instances": rows.tolist()}).encode(), 200), (b"{bad", 400)):
+        response = client.post(
+            "/predict",
+            input_stream=io.BytesIO(body),
+            content_type="application/json",
+            environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
+        )
+        assert not response.request.environ.get("CONTENT_LENGTH")
+        assert response.status_code == status
+    assert response.get_json()["error"].startswith("malformed JSON body")
+    text = client.get("/metrics").get_data(as_text=True)
+    # Counted once each (by the shared handler, not again by the Flask hook).
+    assert 'mlpacker_requests_total{code="200",endpoint="/predict"} 1.0' in text
+    assert 'mlpacker_requests_total{code="400",endpoint="/predict"} 1.0' in text
+    assert 'mlpacker_request_duration_seconds_count{endpoint="/predict"} 2.0' in text
+
+
+def test_fast_path_and_flask_route_give_the_same_answers(iris_app: Flask, iris_models: IrisModels) -> None:
+    client = iris_app.test_client()
+    bodies = [json.dumps({"instances": iris_models.X[:3].tolist()}).encode(), b"[1]", b'{"instances": [[1]]}']
+    for body in bodies:
+        fast = client.post("/predict", data=body, content_type="application/json")
+        routed = client.post(
+            "/predict",
+            input_stream=io.BytesIO(body),
+            content_type="application/json",
+            environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
+        )
+        assert fast.request.environ["CONTENT_LENGTH"].isdigit()
+        assert (fast.status_code, fast.get_data(), fast.content_type) == (
+            routed.status_code,
+            routed.get_data(),
+            routed.content_type,
+        )

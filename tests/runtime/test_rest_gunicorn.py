@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from runtime_helpers import IrisModels, Runtimes, base_config, free_port, function_stage, get, post_json
 
@@ -80,8 +81,20 @@ def test_keep_alive_connection_is_reused(runtimes: Runtimes, iris_models: IrisMo
         assert response.status == 200
         response.read()
         sockets.append(conn.sock)
+    # A chunked body (no Content-Length) is served by the Flask route instead of the fast path: same
+    # answer, and the connection stays usable.
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+    conn.request(
+        "POST", "/predict", body=iter([json.dumps({"instances": rows}).encode()]), encode_chunked=True
+    )
+    response = conn.getresponse()
+    assert (response.status, json.loads(response.read())) == (
+        200,
+        {"predictions": iris_models.expected(np.asarray(rows))},
+    )
+    sockets.append(conn.sock)
     conn.close()
-    assert sockets[0] is not None and sockets[0] is sockets[1] is sockets[2]
+    assert sockets[0] is not None and sockets[0] is sockets[1] is sockets[2] is sockets[3]
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -226,6 +227,10 @@ def test_broker_credentials_from_config(runtimes: Runtimes, iris_models: IrisMod
         refused = runtimes.start(wrong, wait=False)
         accepted = runtimes.start(right)
         assert get(accepted.base_url + "/health/ready")[0] == 200
+        # The refused one may still be loading its stages on a busy machine: wait for its connect attempt.
+        deadline = time.monotonic() + 30
+        while "broker refused the connection" not in refused.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
         status, body = get(refused.base_url + "/health/ready")
         assert status == 503
         assert json.loads(body)["status"] == "connecting"
