@@ -1,0 +1,165 @@
+# Copyright (c) MLPacker contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The Docker engine through its CLI, for the ``container_*`` modules.
+
+Why the CLI and not the Docker SDK or community.docker's API modules: hosts are offline, their system Python
+has neither ``docker`` nor ``requests``, and ``docker_image_build`` needs the buildx plugin that Debian's
+``docker.io`` lacks. The ``docker`` CLI is on every host that has an engine, so nothing has to be installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+# What a container is made from; its hash, stored as a label, tells whether a running container is current.
+RUN_SPEC_KEYS = (
+    "image_id",
+    "env",
+    "labels",
+    "published_ports",
+    "network_mode",
+    "restart_policy",
+    "user",
+    "cpus",
+    "memory",
+    "read_only",
+    "tmpfs",
+    "command",
+    "log_options",
+)
+SPEC_HASH_LABEL = "mlpacker.spec-hash"
+
+
+class DockerError(Exception):
+    """A docker command failed; the message names the command and what it printed."""
+
+
+class DockerCli:
+    """Run ``docker`` through ``module.run_command`` (no shell) and parse its JSON answers."""
+
+    def __init__(self, run_command: Callable[..., tuple[int, str, str]], binary: str = "docker") -> None:
+        self._run_command = run_command
+        self.binary = binary
+
+    def run(
+        self, args: list[str], check: bool = True, env: dict[str, str] | None = None
+    ) -> tuple[int, str, str]:
+        kwargs: dict[str, Any] = {}
+        if env:
+            kwargs["environ_update"] = env
+        rc, out, err = self._run_command([self.binary, *args], **kwargs)
+        if check and rc != 0:
+            raise DockerError(
+                f"'docker {' '.join(args[:3])}' failed (exit {rc}): {(err or out).strip()[-2000:]}"
+            )
+        return rc, out, err
+
+    def inspect(self, kind: str, ref: str) -> dict[str, Any] | None:
+        """``docker <kind> inspect`` of one object, or None when it does not exist."""
+        rc, out, _ = self.run([kind, "inspect", ref], check=False)
+        if rc != 0:
+            return None
+        found = json.loads(out or "[]")
+        return found[0] if found else None
+
+    def ids(self, kind: str, labels: dict[str, str]) -> list[str]:
+        """Ids of the containers, images or volumes carrying every one of ``labels``."""
+        filters: list[str] = []
+        for key, value in sorted(labels.items()):
+            filters += ["--filter", f"label={key}={value}"]
+        if kind == "container":
+            args = ["ps", "--all", "--quiet", "--no-trunc", *filters]
+        elif kind == "image":
+            args = ["images", "--quiet", "--no-trunc", *filters]
+        elif kind == "volume":
+            args = ["volume", "ls", "--quiet", *filters]
+        else:
+            raise ValueError(f"unknown docker object kind {kind!r}")
+        _, out, _ = self.run(args)
+        return sorted({line.strip() for line in out.splitlines() if line.strip()})
+
+    def has_buildx(self) -> bool:
+        return self.run(["buildx", "version"], check=False)[0] == 0
+
+    def logs(self, name: str, lines: int) -> str:
+        rc, out, err = self.run(["logs", "--tail", str(lines), name], check=False)
+        return (out + err).strip() if rc == 0 else ""
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    """sha256 over the parts of a run spec that define the container (key order does not matter)."""
+    relevant = {key: spec.get(key) for key in RUN_SPEC_KEYS}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def run_argv(name: str, image: str, spec: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """``docker run`` arguments for ``spec`` (keys as in RUN_SPEC_KEYS, without image_id)."""
+    argv = ["run", "--detach", "--name", name, "--restart", spec["restart_policy"]]
+    for key, value in sorted(labels.items()):
+        argv += ["--label", f"{key}={value}"]
+    for key, value in sorted(spec["env"].items()):
+        argv += ["--env", f"{key}={value}"]
+    if spec["network_mode"] == "host":
+        argv += ["--network", "host"]
+    else:
+        argv += ["--network", spec["network_mode"]]
+        for mapping in spec["published_ports"]:
+            argv += ["--publish", mapping]
+    if spec.get("user"):
+        argv += ["--user", spec["user"]]
+    if spec.get("cpus"):
+        argv += ["--cpus", str(spec["cpus"])]
+    if spec.get("memory"):
+        # no swap beyond the limit: an edge device that swaps is as good as down
+        argv += ["--memory", str(spec["memory"]), "--memory-swap", str(spec["memory"])]
+    if spec.get("read_only"):
+        argv += ["--read-only"]
+    for path in spec.get("tmpfs") or []:
+        argv += ["--tmpfs", path]
+    argv += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+    argv += ["--log-driver", "json-file"]
+    for key, value in sorted((spec.get("log_options") or {}).items()):
+        argv += ["--log-opt", f"{key}={value}"]
+    argv.append(image)
+    argv += list(spec.get("command") or [])
+    return argv
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on now (for a canary, which runs beside the serving container)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((address, 0))
+        return int(probe.getsockname()[1])
+
+
+def is_ready(url: str, timeout: float = 3.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - a loopback URL we built
+            return 200 <= answer.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_ready(
+    url: str,
+    timeout: float,
+    still_running: Callable[[], bool],
+    interval: float = 0.5,
+) -> str | None:
+    """Poll ``url`` until it answers 2xx; return None when ready, else why not (exited or timed out)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if is_ready(url):
+            return None
+        if not still_running():
+            return "the container exited"
+        if time.monotonic() >= deadline:
+            return f"{url} was not ready within {timeout:g}s"
+        time.sleep(interval)

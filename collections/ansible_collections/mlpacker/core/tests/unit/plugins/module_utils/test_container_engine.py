@@ -1,0 +1,122 @@
+# Copyright (c) MLPacker contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""container_engine: the docker run arguments, the spec hash that decides a restart, readiness polling."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import pytest
+from ansible_collections.mlpacker.core.plugins.module_utils.container_engine import (
+    DockerCli,
+    DockerError,
+    run_argv,
+    spec_hash,
+    wait_ready,
+)
+
+SPEC = {
+    "image_id": "sha256:abc",
+    "env": {"B": "2", "A": "1"},
+    "labels": {"mlpacker.pipeline": "iris"},
+    "published_ports": ["8000:8000"],
+    "network_mode": "bridge",
+    "restart_policy": "unless-stopped",
+    "user": "10001:10001",
+    "cpus": "0.5",
+    "memory": "256m",
+    "read_only": True,
+    "tmpfs": ["/tmp"],
+    "command": [],
+    "log_options": {"max-size": "10m"},
+}
+
+
+def test_spec_hash_ignores_key_order_and_follows_every_setting() -> None:
+    reordered = dict(reversed(list(SPEC.items())), env={"A": "1", "B": "2"})
+    assert spec_hash(reordered) == spec_hash(SPEC)
+    for key, value in [("image_id", "sha256:def"), ("memory", "128m"), ("env", {"A": "1"}), ("cpus", "1")]:
+        assert spec_hash(dict(SPEC, **{key: value})) != spec_hash(SPEC), key
+
+
+def test_run_argv_has_limits_non_root_user_and_hardening() -> None:
+    argv = run_argv("mlpacker-iris", "img:1", SPEC, {"mlpacker.spec-hash": "h"})
+    joined = " ".join(argv)
+    assert argv[:3] == ["run", "--detach", "--name"]
+    assert "--user 10001:10001" in joined
+    assert "--cpus 0.5" in joined
+    assert "--memory 256m --memory-swap 256m" in joined
+    assert "--publish 8000:8000" in joined
+    assert "--read-only" in argv and "--tmpfs /tmp" in joined
+    assert "--cap-drop ALL" in joined
+    assert "--label mlpacker.spec-hash=h" in joined
+    assert argv.index("img:1") == len(argv) - 1
+
+
+def test_run_argv_host_network_publishes_nothing() -> None:
+    argv = run_argv("n", "img:1", dict(SPEC, network_mode="host"), {})
+    assert "--network host" in " ".join(argv)
+    assert "--publish" not in argv
+
+
+def _run_command(argv: list[str], environ_update: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """What AnsibleModule.run_command does, for the real docker CLI."""
+    done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **(environ_update or {})})
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.docker
+def test_cli_errors_name_the_command_and_missing_objects_are_none() -> None:
+    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode:
+        pytest.skip("no running Docker engine")
+    cli = DockerCli(_run_command)
+    missing = "mlpacker-test/does-not-exist:0"
+    assert cli.inspect("image", missing) is None
+    assert cli.ids("container", {"mlpacker.pipeline": "no-such-pipeline-here"}) == []
+    with pytest.raises(DockerError, match="docker image rm .*exit 1"):
+        cli.run(["image", "rm", missing])
+
+
+@pytest.fixture()
+def ready_server() -> Iterator[int]:
+    """A real HTTP server whose /health/ready answers 503 twice, then 200."""
+    answers = [503, 503, 200]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            code = answers.pop(0) if len(answers) > 1 else answers[0]
+            self.send_response(code)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_wait_ready_polls_until_2xx(ready_server: int) -> None:
+    assert (
+        wait_ready(f"http://127.0.0.1:{ready_server}/health/ready", 10, lambda: True, interval=0.05) is None
+    )
+
+
+def test_wait_ready_stops_when_the_container_exits(ready_server: int) -> None:
+    problem = wait_ready("http://127.0.0.1:1/health/ready", 10, lambda: False, interval=0.05)
+    assert problem == "the container exited"
+
+
+def test_wait_ready_times_out() -> None:
+    problem = wait_ready("http://127.0.0.1:1/health/ready", 0.2, lambda: True, interval=0.05)
+    assert problem is not None and "not ready within" in problem

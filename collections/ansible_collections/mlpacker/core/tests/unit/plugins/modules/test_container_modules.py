@@ -1,0 +1,70 @@
+# Copyright (c) MLPacker contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""container_* modules through real ``ansible`` runs: bad input refused with the field named; real Docker."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+def _docker_running() -> bool:
+    return (
+        shutil.which("docker") is not None
+        and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    )
+
+
+needs_docker = pytest.mark.skipif(not _docker_running(), reason="no running Docker engine")
+
+
+def test_prune_refuses_empty_labels(run_module) -> None:
+    result = run_module("container_prune", {"labels": {}})
+    assert result["failed"] and "labels must name at least one label" in result["msg"]
+
+
+def test_image_name_needs_a_tag(run_module) -> None:
+    result = run_module("container_image", {"name": "mlpacker/iris/svc", "build_path": "/nonexistent"})
+    assert result["failed"] and "repository:tag" in result["msg"]
+
+
+def test_service_refuses_published_ports_on_the_host_network(run_module) -> None:
+    result = run_module(
+        "container_service",
+        {
+            "name": "x",
+            "image": "y:1",
+            "network_mode": "host",
+            "published_ports": ["8000:8000"],
+            "container_port": 8000,
+        },
+    )
+    assert result["failed"] and "published_ports" in result["msg"]
+
+
+@pytest.mark.docker
+@needs_docker
+def test_image_build_is_idempotent_and_prune_removes_only_labelled(run_module, tmp_path: Path) -> None:
+    base = "mlpacker-base:bookworm"
+    if subprocess.run(["docker", "image", "inspect", base], capture_output=True).returncode != 0:
+        pytest.skip(f"{base} is not in the engine (tests/testbed builds it)")
+    label = f"unit-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN echo built > /built\n")
+    name = f"mlpacker/{label}/svc:1"
+    args = {"name": name, "build_path": str(tmp_path), "labels": {"mlpacker.pipeline": label}}
+    try:
+        first = run_module("container_image", args)
+        assert first.get("changed") and first["operation"] == "built", first
+        second = run_module("container_image", args)
+        assert not second.get("changed") and second["image_id"] == first["image_id"]
+        checked = run_module("container_prune", {"labels": {"mlpacker.pipeline": "someone-else-" + label}})
+        assert not checked.get("changed")
+        pruned = run_module("container_prune", {"labels": {"mlpacker.pipeline": label}})
+        assert pruned["changed"] and pruned["images"] == [first["image_id"]]
+        assert subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode != 0
+        assert subprocess.run(["docker", "image", "inspect", base], capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", name], capture_output=True)
