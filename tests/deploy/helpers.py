@@ -1,0 +1,217 @@
+"""Helpers for the deploy tests: run the real playbooks, read the PLAY RECAP, reach the services."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import requests
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+PLAYBOOKS = REPO_ROOT / "playbooks"
+LOCAL_INVENTORY = REPO_ROOT / "inventories" / "local"
+SUPERVISORCTL = [
+    "/opt/mlpacker/.supervisor/venv/bin/supervisorctl",
+    "-c",
+    "/etc/mlpacker/supervisor/supervisord.conf",
+]
+RECAP_LINE = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)",
+    re.MULTILINE,
+)
+IRIS_SAMPLES = [[5.1, 3.5, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5], [6.3, 3.3, 6.0, 2.5], [5.9, 3.0, 5.1, 1.8]]
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    output: str
+    recap: dict[str, dict[str, int]]
+
+    def changed(self) -> dict[str, int]:
+        return {host: counts["changed"] for host, counts in self.recap.items()}
+
+    def describe(self) -> str:
+        return f"exit {self.rc}, recap {self.recap}\n--- last output ---\n{self.output[-6000:]}"
+
+
+def parse_recap(output: str) -> dict[str, dict[str, int]]:
+    recap_start = output.rfind("PLAY RECAP")
+    if recap_start < 0:
+        return {}
+    return {
+        match["host"]: {key: int(match[key]) for key in ("ok", "changed", "unreachable", "failed")}
+        for match in RECAP_LINE.finditer(output[recap_start:])
+    }
+
+
+def run_playbook(
+    playbook: str,
+    inventory: Path,
+    extra_vars_files: list[Path],
+    *,
+    extra_vars: dict[str, Any] | None = None,
+    check: bool = False,
+    timeout: float = 900,
+) -> PlaybookRun:
+    """Run ansible-playbook from the repository root (its ansible.cfg finds the collection)."""
+    argv = [str(VENV_BIN / "ansible-playbook"), str(PLAYBOOKS / playbook), "-i", str(inventory)]
+    for path in extra_vars_files:
+        argv += ["-e", f"@{path}"]
+    if extra_vars:
+        argv += ["-e", json.dumps(extra_vars)]
+    if check:
+        argv += ["--check", "--diff"]
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_HOST_KEY_CHECKING"] = "False"
+    result = subprocess.run(
+        argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    output = result.stdout + result.stderr
+    return PlaybookRun(rc=result.returncode, output=output, recap=parse_recap(output))
+
+
+def free_port_block(count: int, start: int = 20000, stop: int = 60000) -> int:
+    """First port of ``count`` consecutive ports nobody listens on (random start: parallel runs differ)."""
+    rng = np.random.default_rng()
+    for _ in range(200):
+        base = int(rng.integers(start, stop - count))
+        if all(port_is_free(base + offset) for offset in range(count)):
+            return base
+    raise RuntimeError(f"no block of {count} free ports found")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def port_is_listening(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((address, port)) == 0
+
+
+def write_vars_file(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def in_process_predictions(artifacts: list[Path], instances: list[list[float]]) -> list[Any]:
+    """What the pipeline must answer: the fitted stages applied in order, in this process."""
+    data = np.asarray(instances, dtype=float)
+    stages = [joblib.load(path) for path in artifacts]
+    for stage in stages[:-1]:
+        data = stage.transform(data)
+    return stages[-1].predict(data).tolist()
+
+
+def post_predict(url: str, instances: list[list[float]], timeout: float = 15) -> list[Any]:
+    response = requests.post(url, json={"instances": instances}, timeout=timeout)
+    assert response.status_code == 200, f"POST {url}: {response.status_code} {response.text}"
+    return response.json()["predictions"]
+
+
+def mqtt_roundtrip(
+    host: str,
+    port: int,
+    input_topic: str,
+    output_topic: str,
+    instances: list[list[float]],
+    timeout: float = 30,
+) -> list[Any]:
+    """Publish one message to the pipeline's input topic and wait for its answer on the output topic."""
+    import paho.mqtt.client as mqtt
+
+    message_id = str(uuid.uuid4())
+    answers: list[dict[str, Any]] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"mlpacker-test-{message_id[:8]}")
+    subscribed = []
+    client.on_message = lambda _client, _userdata, message: answers.append(json.loads(message.payload))
+    client.on_subscribe = lambda *_args: subscribed.append(True)
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        client.subscribe(output_topic, qos=1)
+        wait_for(lambda: bool(subscribed), 10, "MQTT subscription")
+        client.publish(input_topic, json.dumps({"id": message_id, "instances": instances}), qos=1)
+        wait_for(
+            lambda: any(answer.get("id") == message_id for answer in answers), timeout, "pipeline answer"
+        )
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    answer = next(answer for answer in answers if answer.get("id") == message_id)
+    return answer["predictions"]
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def supervisor_pids(programs: list[str]) -> dict[str, int]:
+    """Main pid of each supervisord program (the service's gunicorn master or stream consumer)."""
+    result = subprocess.run(
+        [*SUPERVISORCTL, "status", *programs], capture_output=True, text=True, check=False
+    )
+    pids = {}
+    for line in result.stdout.splitlines():
+        match = re.match(r"^(\S+)\s+RUNNING\s+pid (\d+),", line)
+        if match:
+            pids[match[1]] = int(match[2])
+    return pids
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of running processes that mention ``text`` (e.g. a pipeline's directory)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{proc.name}: {cmdline.strip()}")
+    return found
+
+
+def pipeline_leftovers(name: str) -> list[str]:
+    """Files a pipeline may leave on this machine; empty after a clean undeploy."""
+    candidates = [
+        Path("/opt/mlpacker") / name,
+        Path("/var/log/mlpacker") / name,
+        Path("/etc/mlpacker/mosquitto/pipelines") / name,
+    ]
+    leftovers = [str(path) for path in candidates if path.exists()]
+    conf_dir = Path("/etc/mlpacker/supervisor/conf.d")
+    if conf_dir.is_dir():
+        leftovers += [str(path) for path in conf_dir.glob(f"mlpacker-{name}*.conf")]
+    return leftovers

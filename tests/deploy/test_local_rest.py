@@ -1,0 +1,275 @@
+"""REST pipelines deployed with the real playbooks on this machine (inventories/local, supervisord path).
+
+One distributed deployment is shared by the tests of this module, in order: predictions, record, status,
+idempotence, check mode, an artifact update, a release that fails its check, undeploy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from tests.deploy.helpers import (
+    IRIS_SAMPLES,
+    LOCAL_INVENTORY,
+    free_port_block,
+    in_process_predictions,
+    pipeline_leftovers,
+    port_is_listening,
+    post_predict,
+    processes_mentioning,
+    run_playbook,
+    supervisor_pids,
+    write_vars_file,
+)
+
+pytestmark = [pytest.mark.slow]
+
+
+def rest_spec(name: str, layout: str, models: dict[str, Path], base_port: int) -> dict[str, Any]:
+    stages: list[dict[str, Any]] = [
+        {"name": "scale", "artifact": str(models["scaler"])},
+        {"name": "reduce", "artifact": str(models["pca"])},
+        {"name": "classify", "artifact": str(models["classifier"])},
+    ]
+    pipeline: dict[str, Any] = {"name": name, "mode": "rest", "layout": layout, "stages": stages}
+    if layout == "atomic":
+        pipeline["group"] = "edge"
+        stages[0]["port"] = base_port
+    else:
+        for offset, (stage, group) in enumerate(zip(stages, ("edge", "fog", "cloud"), strict=True)):
+            stage["group"] = group
+            stage["port"] = base_port + offset
+    return {"mlpacker_pipeline": pipeline}
+
+
+class Deployment:
+    """A pipeline deployed on this machine, with what the tests need to drive it again."""
+
+    def __init__(
+        self, name: str, spec_file: Path, controller_vars: Path, base_port: int, models: dict[str, Path]
+    ):
+        self.name = name
+        self.spec_file = spec_file
+        self.controller_vars = controller_vars
+        self.base_port = base_port
+        self.models = models
+
+    def play(self, playbook: str, spec_file: Path | None = None, check: bool = False):
+        return run_playbook(
+            playbook, LOCAL_INVENTORY, [spec_file or self.spec_file, self.controller_vars], check=check
+        )
+
+
+@pytest.fixture(scope="module")
+def distributed(deploy_root: Path, iris_models: dict[str, Path], controller_dirs: dict[str, str]):
+    name = "t-rest-dist"
+    base_port = free_port_block(3)
+    spec_file = write_vars_file(
+        deploy_root / f"{name}.yml", rest_spec(name, "distributed", iris_models, base_port)
+    )
+    controller_vars = write_vars_file(deploy_root / "controller.yml", controller_dirs)
+    deployment = Deployment(name, spec_file, controller_vars, base_port, dict(iris_models))
+    first = deployment.play("deploy.yml")
+    try:
+        assert first.rc == 0, first.describe()
+        deployment.first_run = first
+        yield deployment
+    finally:
+        # Undeploy whatever the tests left, also when one failed half-way.
+        if pipeline_leftovers(name):
+            deployment.play("undeploy.yml")
+
+
+def test_entry_point_answers_like_the_in_process_pipeline(distributed: Deployment) -> None:
+    url = f"http://127.0.0.1:{distributed.base_port}/predict"
+    expected = in_process_predictions(
+        [distributed.models["scaler"], distributed.models["pca"], distributed.models["classifier"]],
+        IRIS_SAMPLES,
+    )
+    assert post_predict(url, IRIS_SAMPLES) == expected
+    assert f"POST {url}" in distributed.first_run.output
+
+
+def test_record_describes_every_stage(distributed: Deployment, controller_dirs: dict[str, str]) -> None:
+    record = json.loads(
+        (Path(controller_dirs["mlpacker_state_dir"]) / f"{distributed.name}.json").read_text()
+    )
+    assert record["entry_points"]["rest"] == [f"http://127.0.0.1:{distributed.base_port}/predict"]
+    by_name = {stage["name"]: stage for stage in record["stages"]}
+    for offset, (stage, model) in enumerate(
+        (("scale", "scaler"), ("reduce", "pca"), ("classify", "classifier"))
+    ):
+        assert by_name[stage]["sha256"] == hashlib.sha256(distributed.models[model].read_bytes()).hexdigest()
+        assert by_name[stage]["ports"] == [distributed.base_port + offset]
+        assert by_name[stage]["hosts"] == ["localhost"]
+        assert by_name[stage]["runtime_version"]
+
+
+def test_status_reports_every_service_ready(distributed: Deployment) -> None:
+    status = distributed.play("status.yml")
+    assert status.rc == 0, status.describe()
+    for stage in ("scale", "reduce", "classify"):
+        assert f'"service": "{distributed.name}-{stage}"' in status.output
+    assert '"ready": false' not in status.output
+
+
+def test_second_run_changes_nothing(distributed: Deployment) -> None:
+    second = distributed.play("deploy.yml")
+    assert second.rc == 0, second.describe()
+    assert second.changed() == {"localhost": 0}, second.describe()
+
+
+def new_classifier(models: dict[str, Path], folder: Path) -> Path:
+    """A classifier with other weights for the same PCA output (a model update of the last stage)."""
+    features, labels = load_iris(return_X_y=True)
+    reduced = joblib.load(models["pca"]).transform(joblib.load(models["scaler"]).transform(features))
+    classifier = LogisticRegression(C=0.05, max_iter=500).fit(reduced, labels)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "classifier-v2.joblib"
+    joblib.dump(classifier, path)
+    return path
+
+
+def test_check_mode_then_artifact_update_restarts_only_that_stage(
+    distributed: Deployment, deploy_root: Path
+) -> None:
+    programs = [f"mlpacker-{distributed.name}-{stage}" for stage in ("scale", "reduce", "classify")]
+    pids_before = supervisor_pids(programs)
+    assert len(pids_before) == 3, pids_before
+    updated_models = dict(
+        distributed.models, classifier=new_classifier(distributed.models, deploy_root / "v2")
+    )
+    updated_spec = write_vars_file(
+        deploy_root / f"{distributed.name}-v2.yml",
+        rest_spec(distributed.name, "distributed", updated_models, distributed.base_port),
+    )
+
+    checked = distributed.play("deploy.yml", updated_spec, check=True)
+    assert checked.rc == 0, checked.describe()
+    assert checked.changed()["localhost"] > 0, "check mode should report the update it would make"
+    assert supervisor_pids(programs) == pids_before, "check mode restarted a service"
+    url = f"http://127.0.0.1:{distributed.base_port}/predict"
+    old_pipeline = [distributed.models["scaler"], distributed.models["pca"], distributed.models["classifier"]]
+    new_pipeline = [updated_models["scaler"], updated_models["pca"], updated_models["classifier"]]
+    probe = np.asarray(load_iris().data[::5]).tolist()
+    assert in_process_predictions(old_pipeline, probe) != in_process_predictions(new_pipeline, probe)
+    assert post_predict(url, probe) == in_process_predictions(old_pipeline, probe)
+
+    updated = distributed.play("deploy.yml", updated_spec)
+    assert updated.rc == 0, updated.describe()
+    pids_after = supervisor_pids(programs)
+    assert pids_after[programs[0]] == pids_before[programs[0]], "scale restarted without a change"
+    assert pids_after[programs[1]] == pids_before[programs[1]], "reduce restarted without a change"
+    assert pids_after[programs[2]] != pids_before[programs[2]], "classify kept its old process"
+    assert post_predict(url, probe) == in_process_predictions(new_pipeline, probe)
+    distributed.spec_file = updated_spec
+    distributed.models = updated_models
+
+
+CUSTOM_MODULE = """
+class UnshippedClassifier:
+    \"\"\"Exists on the controller only (a classic: custom code not shipped to the hosts).\"\"\"
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.n_features_in_ = inner.n_features_in_
+
+    def predict(self, data):
+        return self.inner.predict(data)
+"""
+
+
+def test_release_that_fails_its_check_keeps_the_old_one_serving(
+    distributed: Deployment, deploy_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The controller (PYTHONPATH) can load and describe the artifact; the release on the host cannot load it.
+    code_dir = deploy_root / "controller-only-code"
+    code_dir.mkdir(exist_ok=True)
+    (code_dir / "mlpacker_test_unshipped.py").write_text(CUSTOM_MODULE)
+    monkeypatch.syspath_prepend(str(code_dir))
+    monkeypatch.setenv("PYTHONPATH", str(code_dir))
+    import mlpacker_test_unshipped
+
+    broken_artifact = deploy_root / "classifier-unshipped.joblib"
+    joblib.dump(
+        mlpacker_test_unshipped.UnshippedClassifier(joblib.load(distributed.models["classifier"])),
+        broken_artifact,
+    )
+    broken_models = dict(distributed.models, classifier=broken_artifact)
+    broken_spec = write_vars_file(
+        deploy_root / f"{distributed.name}-broken.yml",
+        rest_spec(distributed.name, "distributed", broken_models, distributed.base_port),
+    )
+    programs = [f"mlpacker-{distributed.name}-{stage}" for stage in ("scale", "reduce", "classify")]
+    pids_before = supervisor_pids(programs)
+    current = Path(f"/opt/mlpacker/{distributed.name}/{distributed.name}-classify/current")
+    release_before = current.resolve()
+
+    failed = distributed.play("deploy.yml", broken_spec)
+    assert failed.rc != 0, failed.describe()
+    assert f"service '{distributed.name}-classify'" in failed.output, failed.describe()
+    assert "mlpacker_test_unshipped" in failed.output, failed.describe()
+    assert "previous release keeps serving" in failed.output, failed.describe()
+    assert current.resolve() == release_before
+    assert supervisor_pids(programs) == pids_before
+    url = f"http://127.0.0.1:{distributed.base_port}/predict"
+    expected = in_process_predictions(
+        [distributed.models["scaler"], distributed.models["pca"], distributed.models["classifier"]],
+        IRIS_SAMPLES,
+    )
+    assert post_predict(url, IRIS_SAMPLES) == expected
+
+
+def test_undeploy_leaves_no_process_port_or_file(
+    distributed: Deployment, controller_dirs: dict[str, str]
+) -> None:
+    removed = distributed.play("undeploy.yml")
+    assert removed.rc == 0, removed.describe()
+    assert pipeline_leftovers(distributed.name) == []
+    assert processes_mentioning(f"/opt/mlpacker/{distributed.name}/") == []
+    for offset in range(3):
+        assert not port_is_listening("127.0.0.1", distributed.base_port + offset)
+    assert not (Path(controller_dirs["mlpacker_state_dir"]) / f"{distributed.name}.json").exists()
+    again = distributed.play("undeploy.yml")
+    assert again.rc == 0 and again.changed() == {"localhost": 0}, again.describe()
+
+
+@pytest.fixture(scope="module")
+def atomic(deploy_root: Path, iris_models: dict[str, Path], controller_dirs: dict[str, str]):
+    name = "t-rest-atomic"
+    base_port = free_port_block(1)
+    spec_file = write_vars_file(
+        deploy_root / f"{name}.yml", rest_spec(name, "atomic", iris_models, base_port)
+    )
+    controller_vars = write_vars_file(deploy_root / "controller.yml", controller_dirs)
+    deployment = Deployment(name, spec_file, controller_vars, base_port, dict(iris_models))
+    try:
+        yield deployment
+    finally:
+        if pipeline_leftovers(name):
+            deployment.play("undeploy.yml")
+
+
+def test_atomic_deploy_is_idempotent_and_undeploys(atomic: Deployment) -> None:
+    first = atomic.play("deploy.yml")
+    assert first.rc == 0, first.describe()
+    expected = in_process_predictions(
+        [atomic.models["scaler"], atomic.models["pca"], atomic.models["classifier"]], IRIS_SAMPLES
+    )
+    assert post_predict(f"http://127.0.0.1:{atomic.base_port}/predict", IRIS_SAMPLES) == expected
+    assert supervisor_pids([f"mlpacker-{atomic.name}"]), "the atomic service is not running under supervisord"
+    second = atomic.play("deploy.yml")
+    assert second.rc == 0 and second.changed() == {"localhost": 0}, second.describe()
+    removed = atomic.play("undeploy.yml")
+    assert removed.rc == 0, removed.describe()
+    assert pipeline_leftovers(atomic.name) == []
+    assert not port_is_listening("127.0.0.1", atomic.base_port)

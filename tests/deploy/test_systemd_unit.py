@@ -1,0 +1,94 @@
+"""The systemd path of the stage and broker roles, checked for what it renders: this machine runs no
+systemd, but ``systemd-analyze verify`` checks a unit file without one."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.helpers import REPO_ROOT, run_playbook, write_vars_file
+
+ROLES = REPO_ROOT / "collections" / "ansible_collections" / "mlpacker" / "core" / "roles"
+RENDER_PLAYBOOK = """
+- name: Render the stage role's systemd units
+  hosts: localhost
+  gather_facts: false
+  vars_files:
+    - {roles}/stage/defaults/main.yml
+    - {roles}/stage/vars/main.yml
+  tasks:
+    - name: Render the service unit
+      ansible.builtin.template:
+        src: {roles}/stage/templates/mlpacker-service.service.j2
+        dest: "{{{{ out_dir }}}}/mlpacker-{{{{ mlpacker_stage_service.id }}}}.service"
+        mode: "0644"
+    - name: Render the canary unit
+      ansible.builtin.template:
+        src: {roles}/stage/templates/mlpacker-service.service.j2
+        dest: "{{{{ out_dir }}}}/mlpacker-{{{{ mlpacker_stage_service.id }}}}-canary.service"
+        mode: "0644"
+      vars:
+        _mlpacker_stage_canary: true
+        _mlpacker_stage_canary_port: 40123
+"""
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
+)
+
+
+@pytest.mark.parametrize("mode", ["rest", "stream"])
+def test_rendered_units_pass_systemd_analyze_verify(tmp_path: Path, mode: str) -> None:
+    root = tmp_path / "opt"
+    service_dir = root / "iris" / "iris-scale"
+    release = service_dir / "releases" / "0123456789ab"
+    # systemd-analyze checks that ExecStart is executable: give it the layout a deploy makes.
+    (release / "venv" / "bin").mkdir(parents=True)
+    runtime = release / "venv" / "bin" / "mlpacker-runtime"
+    runtime.write_text("#!/bin/sh\nexit 0\n")
+    runtime.chmod(0o755)
+    (service_dir / "current").symlink_to(release)
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(RENDER_PLAYBOOK.format(roles=ROLES))
+    out_dir = tmp_path / "units"
+    out_dir.mkdir()
+    variables = write_vars_file(
+        tmp_path / "vars.yml",
+        {
+            "out_dir": str(out_dir),
+            "mlpacker_stage_root": str(root),
+            "mlpacker_stage_log_root": str(tmp_path / "log"),
+            "mlpacker_stage_pipeline": "iris",
+            "mlpacker_stage_mode": mode,
+            "mlpacker_stage_service": {"id": "iris-scale", "port": 8000, "stages": ["scale"]},
+            "_mlpacker_stage_release_id": "0123456789ab",
+        },
+    )
+    rendered = run_playbook(str(playbook), REPO_ROOT / "inventories" / "local", [variables])
+    assert rendered.rc == 0, rendered.describe()
+    units = sorted(out_dir.glob("*.service"))
+    assert [unit.name for unit in units] == [
+        "mlpacker-iris-scale-canary.service",
+        "mlpacker-iris-scale.service",
+    ]
+    service = (out_dir / "mlpacker-iris-scale.service").read_text()
+    for hardening in ("NoNewPrivileges=true", "ProtectSystem=strict", "PrivateTmp=true", "User=mlpacker"):
+        assert hardening in service
+    assert "Restart=on-failure" in service
+    assert f"ReadWritePaths={tmp_path / 'log' / 'iris'}" in service
+    assert f"ExecStart={service_dir}/current/venv/bin/mlpacker-runtime serve" in service
+    canary = (out_dir / "mlpacker-iris-scale-canary.service").read_text()
+    assert f"ExecStart={release}/venv/bin/mlpacker-runtime serve" in canary
+    port_variable = "MLPACKER_REST_PORT" if mode == "rest" else "MLPACKER_STREAM_HEALTH_PORT"
+    assert f"Environment={port_variable}=40123" in canary
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True, check=False
+    )
+    # verify exits 0 even on unknown directives (it only warns): every line about our units is a problem.
+    problems = [
+        line for line in (verify.stdout + verify.stderr).splitlines() if "mlpacker-iris-scale" in line
+    ]
+    assert verify.returncode == 0 and problems == [], verify.stdout + verify.stderr
