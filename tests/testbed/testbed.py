@@ -329,6 +329,10 @@ HOST_INIT = textwrap.dedent(
 )
 
 
+# Paths MLPacker deployments write on a host (see docs/architecture.md, "On each host").
+DEPLOYMENT_PATHS = ("/opt/mlpacker", "/etc/mlpacker", "/var/log/mlpacker", "/var/lib/mlpacker")
+
+
 def boot_script(bed: Testbed, host: Host) -> str:
     """Shell run as PID 1 of the new namespaces: mount the host's filesystem, then exec its init."""
     host_dir = bed.state_dir / "hosts" / host.name
@@ -350,6 +354,13 @@ def boot_script(bed: Testbed, host: Host) -> str:
         "# the other hosts' upper folders are under the lower '/': hide them from this host",
         f'mkdir -p "$R{bed.state_dir}/hosts"',
         f'mount -t tmpfs -o ro,size=4k tmpfs "$R{bed.state_dir}/hosts"',
+        "# deployments on the machine write these paths of the lower '/': each host gets its own,",
+        "# so local and test-bed deployments never see (or corrupt) each other's files",
+        *[f'mkdir -p "$R{p}" && mount -t tmpfs -o mode=755 tmpfs "$R{p}"' for p in DEPLOYMENT_PATHS],
+        "# copy the user database up now, so users the machine adds or removes later stay out of it",
+        "for f in passwd group shadow gshadow; do",
+        '  cp -a "$R/etc/$f" "$R/etc/$f.tb" && mv -f "$R/etc/$f.tb" "$R/etc/$f"',
+        "done",
         'mkdir -p -m 755 "$R/run/sshd"',
         f"hostname {host.name}",
         f'echo {host.name} > "$R/etc/hostname"',
