@@ -14,9 +14,10 @@ import json
 import socket
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
+
+from ansible.module_utils.urls import open_url
 
 # What a container is made from; its hash, stored as a label, tells whether a running container is current.
 RUN_SPEC_KEYS = (
@@ -63,7 +64,7 @@ class DockerCli:
 
     def inspect(self, kind: str, ref: str) -> dict[str, Any] | None:
         """``docker <kind> inspect`` of one object, or None when it does not exist."""
-        rc, out, _ = self.run([kind, "inspect", ref], check=False)
+        rc, out, _err = self.run([kind, "inspect", ref], check=False)
         if rc != 0:
             return None
         found = json.loads(out or "[]")
@@ -82,7 +83,7 @@ class DockerCli:
             args = ["volume", "ls", "--quiet", *filters]
         else:
             raise ValueError(f"unknown docker object kind {kind!r}")
-        _, out, _ = self.run(args)
+        _rc, out, _err = self.run(args)
         return sorted({line.strip() for line in out.splitlines() if line.strip()})
 
     def has_buildx(self) -> bool:
@@ -141,7 +142,7 @@ def free_port(address: str = "127.0.0.1") -> int:
 
 def is_ready(url: str, timeout: float = 3.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - a loopback URL we built
+        with open_url(url, timeout=timeout) as answer:
             return 200 <= answer.status < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False

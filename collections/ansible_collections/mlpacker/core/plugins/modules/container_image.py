@@ -64,7 +64,7 @@ options:
     description: Build or load even when the tag exists.
     type: bool
     default: false
-author: MLPacker contributors
+author: MLPacker contributors (@mlpacker)
 """
 
 EXAMPLES = r"""

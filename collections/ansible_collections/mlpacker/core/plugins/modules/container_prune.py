@@ -41,7 +41,7 @@ options:
     elements: str
     choices: [containers, images, volumes]
     default: [containers, images, volumes]
-author: MLPacker contributors
+author: MLPacker contributors (@mlpacker)
 """
 
 EXAMPLES = r"""

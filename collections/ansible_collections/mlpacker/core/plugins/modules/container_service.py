@@ -125,7 +125,7 @@ options:
 notes:
   - The canary of a O(network_mode=host) service gets the canary port through O(port_env); a bridged canary is
     published on C(127.0.0.1:<free port>).
-author: MLPacker contributors
+author: MLPacker contributors (@mlpacker)
 """
 
 EXAMPLES = r"""

@@ -40,7 +40,7 @@ def runtime_version(root: str) -> str | None:
 def main() -> int:
     root = sys.argv[1]
     if not os.path.isdir(root):
-        print("not a directory: %s" % root, file=sys.stderr)
+        print(f"not a directory: {root}", file=sys.stderr)
         return 2
     print(json.dumps({"sha256": tree_hash(root), "version": runtime_version(root)}))
     return 0

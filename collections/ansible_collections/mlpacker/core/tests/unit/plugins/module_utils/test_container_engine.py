@@ -66,13 +66,18 @@ def test_run_argv_host_network_publishes_nothing() -> None:
 
 def _run_command(argv: list[str], environ_update: dict[str, str] | None = None) -> tuple[int, str, str]:
     """What AnsibleModule.run_command does, for the real docker CLI."""
-    done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **(environ_update or {})})
+    done = subprocess.run(
+        argv, capture_output=True, text=True, env={**os.environ, **(environ_update or {})}, check=False
+    )
     return done.returncode, done.stdout, done.stderr
 
 
 @pytest.mark.docker
 def test_cli_errors_name_the_command_and_missing_objects_are_none() -> None:
-    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode:
+    if (
+        shutil.which("docker") is None
+        or subprocess.run(["docker", "info"], capture_output=True, check=False).returncode
+    ):
         pytest.skip("no running Docker engine")
     cli = DockerCli(_run_command)
     missing = "mlpacker-test/does-not-exist:0"
