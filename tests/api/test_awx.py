@@ -79,20 +79,27 @@ def test_survey_spec_is_awx_shaped() -> None:
     assert set(yaml.safe_load(template_vars)) == {"mlpacker_pipeline", "mlpacker_broker"}
 
 
-def _plan_job(tmp_path: Path, answers: dict) -> ansible_runner.Runner:
+def _plan_job(tmp_path: Path, answers: dict, models: Path | None = None) -> ansible_runner.Runner:
     pdd = make_awx_private_data_dir(
         tmp_path,
         project_src=REPO,
         inventory=local_inventory(["edge", "fog", "cloud"]),
         survey_answers=answers,
     )
+    # The survey's default paths point at the example's trained models, which are not in git: put freshly
+    # trained ones where a user's `examples/iris/train.py` run would have written them.
+    if models is not None:
+        project_models = pdd / "project" / "examples" / "iris" / "models"
+        project_models.mkdir(parents=True, exist_ok=True)
+        for artifact in models.glob("*.joblib"):
+            shutil.copy(artifact, project_models / artifact.name)
     shutil.copy(TEST_PROJECT / "playbooks" / "plan.yml", pdd / "project" / "playbooks" / "plan.yml")
     return ansible_runner.run(private_data_dir=str(pdd), playbook="playbooks/plan.yml", quiet=True)
 
 
-def test_survey_defaults_become_a_valid_pipeline(tmp_path: Path) -> None:
+def test_survey_defaults_become_a_valid_pipeline(tmp_path: Path, iris_models: Path) -> None:
     # An AWX job with every survey default, planned by the collection's real pipeline_plan module.
-    runner = _plan_job(tmp_path, survey_defaults())
+    runner = _plan_job(tmp_path, survey_defaults(), iris_models)
     assert runner.status == "successful", runner.stdout.read()
     plan = stats_artifact_data(runner)["mlpacker_plan"]
     assert (plan["name"], plan["mode"], plan["layout"]) == ("iris", "rest", "distributed")
@@ -103,7 +110,7 @@ def test_survey_defaults_become_a_valid_pipeline(tmp_path: Path) -> None:
     assert plan["entry_points"]["rest"]
 
 
-def test_survey_atomic_stream_answers(tmp_path: Path) -> None:
+def test_survey_atomic_stream_answers(tmp_path: Path, iris_models: Path) -> None:
     answers = survey_defaults() | {
         "mlpacker_survey_name": "iris-stream",
         "mlpacker_survey_mode": "stream",
@@ -118,7 +125,7 @@ def test_survey_atomic_stream_answers(tmp_path: Path) -> None:
         "mlpacker_survey_broker_host": "127.0.0.1",
         "mlpacker_survey_broker_port": 18830,
     }
-    runner = _plan_job(tmp_path, answers)
+    runner = _plan_job(tmp_path, answers, iris_models)
     assert runner.status == "successful", runner.stdout.read()
     data = stats_artifact_data(runner)
     plan = data["mlpacker_plan"]
@@ -128,9 +135,9 @@ def test_survey_atomic_stream_answers(tmp_path: Path) -> None:
     assert plan["broker"]["host"] == "127.0.0.1" and plan["broker"]["port"] == 18830
 
 
-def test_survey_wrong_group_fails_validation_naming_the_field(tmp_path: Path) -> None:
+def test_survey_wrong_group_fails_validation_naming_the_field(tmp_path: Path, iris_models: Path) -> None:
     answers = survey_defaults() | {"mlpacker_survey_layout": "atomic", "mlpacker_survey_group": "nowhere"}
-    runner = _plan_job(tmp_path, answers)
+    runner = _plan_job(tmp_path, answers, iris_models)
     assert runner.status == "failed"
     failed = [e for e in runner.events if e["event"] == "runner_on_failed"]
     assert failed and failed[0]["event_data"]["task"] == "Validate the pipeline spec"
@@ -141,9 +148,9 @@ def test_survey_wrong_group_fails_validation_naming_the_field(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("answer", ["{{ lookup('env', 'HOME') }}"])
-def test_survey_answers_are_not_templated(tmp_path: Path, answer: str) -> None:
+def test_survey_answers_are_not_templated(tmp_path: Path, answer: str, iris_models: Path) -> None:
     # AWX tags answers !unsafe; a name holding Jinja must reach the validator verbatim (and be rejected).
-    runner = _plan_job(tmp_path, survey_defaults() | {"mlpacker_survey_name": answer})
+    runner = _plan_job(tmp_path, survey_defaults() | {"mlpacker_survey_name": answer}, iris_models)
     assert runner.status == "failed"
     failed = [e for e in runner.events if e["event"] == "runner_on_failed"]
     message = failed[0]["event_data"]["res"]["msg"]
