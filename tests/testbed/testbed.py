@@ -351,7 +351,8 @@ def boot_script(bed: Testbed, host: Host) -> str:
         f'  U="{host_dir}/upper$p"',
         '  [ -d "$U" ] || rm -f "$U"',  # a whiteout left by an earlier undeploy
         '  mkdir -p "$U"',
-        '  /usr/bin/python3 -c \'import os, sys; os.setxattr(sys.argv[1], "trusted.overlay.opaque", b"y")\' "$U"',
+        "  /usr/bin/python3 -c"
+        ' \'import os, sys; os.setxattr(sys.argv[1], "trusted.overlay.opaque", b"y")\' "$U"',
         "done",
         f'mount -t overlay overlay -o lowerdir=/,upperdir={host_dir}/upper,workdir={host_dir}/work "$R"',
         'mount --rbind /dev "$R/dev"',
