@@ -48,6 +48,25 @@ class PlaybookRun:
         return f"exit {self.rc}, recap {self.recap}\n--- last output ---\n{self.output[-6000:]}"
 
 
+def iris_spec(name: str, mode: str, layout: str, models: dict[str, Path], base_port: int) -> dict[str, Any]:
+    """The iris pipeline (scale -> reduce -> classify) as extra vars: atomic on `edge`, or distributed over
+    edge/fog/cloud, with ports from ``base_port`` on."""
+    stages: list[dict[str, Any]] = [
+        {"name": "scale", "artifact": str(models["scaler"])},
+        {"name": "reduce", "artifact": str(models["pca"])},
+        {"name": "classify", "artifact": str(models["classifier"])},
+    ]
+    pipeline: dict[str, Any] = {"name": name, "mode": mode, "layout": layout, "stages": stages}
+    if layout == "atomic":
+        pipeline["group"] = "edge"
+        stages[0]["port"] = base_port
+    else:
+        for offset, (stage, group) in enumerate(zip(stages, ("edge", "fog", "cloud"), strict=True)):
+            stage["group"] = group
+            stage["port"] = base_port + offset
+    return {"mlpacker_pipeline": pipeline}
+
+
 def parse_recap(output: str) -> dict[str, dict[str, int]]:
     recap_start = output.rfind("PLAY RECAP")
     if recap_start < 0:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import joblib
 import numpy as np
@@ -22,6 +21,7 @@ from tests.deploy.helpers import (
     LOCAL_INVENTORY,
     free_port_block,
     in_process_predictions,
+    iris_spec,
     pipeline_leftovers,
     port_is_listening,
     post_predict,
@@ -32,23 +32,6 @@ from tests.deploy.helpers import (
 )
 
 pytestmark = [pytest.mark.slow]
-
-
-def rest_spec(name: str, layout: str, models: dict[str, Path], base_port: int) -> dict[str, Any]:
-    stages: list[dict[str, Any]] = [
-        {"name": "scale", "artifact": str(models["scaler"])},
-        {"name": "reduce", "artifact": str(models["pca"])},
-        {"name": "classify", "artifact": str(models["classifier"])},
-    ]
-    pipeline: dict[str, Any] = {"name": name, "mode": "rest", "layout": layout, "stages": stages}
-    if layout == "atomic":
-        pipeline["group"] = "edge"
-        stages[0]["port"] = base_port
-    else:
-        for offset, (stage, group) in enumerate(zip(stages, ("edge", "fog", "cloud"), strict=True)):
-            stage["group"] = group
-            stage["port"] = base_port + offset
-    return {"mlpacker_pipeline": pipeline}
 
 
 class Deployment:
@@ -74,7 +57,7 @@ def distributed(deploy_root: Path, iris_models: dict[str, Path], controller_dirs
     name = "t-rest-dist"
     base_port = free_port_block(3)
     spec_file = write_vars_file(
-        deploy_root / f"{name}.yml", rest_spec(name, "distributed", iris_models, base_port)
+        deploy_root / f"{name}.yml", iris_spec(name, "rest", "distributed", iris_models, base_port)
     )
     controller_vars = write_vars_file(deploy_root / "controller.yml", controller_dirs)
     deployment = Deployment(name, spec_file, controller_vars, base_port, dict(iris_models))
@@ -150,7 +133,7 @@ def test_check_mode_then_artifact_update_restarts_only_that_stage(
     )
     updated_spec = write_vars_file(
         deploy_root / f"{distributed.name}-v2.yml",
-        rest_spec(distributed.name, "distributed", updated_models, distributed.base_port),
+        iris_spec(distributed.name, "rest", "distributed", updated_models, distributed.base_port),
     )
 
     checked = distributed.play("deploy.yml", updated_spec, check=True)
@@ -207,7 +190,7 @@ def test_release_that_fails_its_check_keeps_the_old_one_serving(
     broken_models = dict(distributed.models, classifier=broken_artifact)
     broken_spec = write_vars_file(
         deploy_root / f"{distributed.name}-broken.yml",
-        rest_spec(distributed.name, "distributed", broken_models, distributed.base_port),
+        iris_spec(distributed.name, "rest", "distributed", broken_models, distributed.base_port),
     )
     programs = [f"mlpacker-{distributed.name}-{stage}" for stage in ("scale", "reduce", "classify")]
     pids_before = supervisor_pids(programs)
@@ -248,7 +231,7 @@ def atomic(deploy_root: Path, iris_models: dict[str, Path], controller_dirs: dic
     name = "t-rest-atomic"
     base_port = free_port_block(1)
     spec_file = write_vars_file(
-        deploy_root / f"{name}.yml", rest_spec(name, "atomic", iris_models, base_port)
+        deploy_root / f"{name}.yml", iris_spec(name, "rest", "atomic", iris_models, base_port)
     )
     controller_vars = write_vars_file(deploy_root / "controller.yml", controller_dirs)
     deployment = Deployment(name, spec_file, controller_vars, base_port, dict(iris_models))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,6 +14,7 @@ from tests.deploy.helpers import (
     LOCAL_INVENTORY,
     free_port_block,
     in_process_predictions,
+    iris_spec,
     mqtt_roundtrip,
     pipeline_leftovers,
     port_is_free,
@@ -27,23 +27,6 @@ from tests.deploy.helpers import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.mqtt]
 MANAGED_BROKER_PORT = 1883
-
-
-def stream_spec(name: str, layout: str, models: dict[str, Path], base_port: int) -> dict[str, Any]:
-    stages: list[dict[str, Any]] = [
-        {"name": "scale", "artifact": str(models["scaler"])},
-        {"name": "reduce", "artifact": str(models["pca"])},
-        {"name": "classify", "artifact": str(models["classifier"])},
-    ]
-    pipeline: dict[str, Any] = {"name": name, "mode": "stream", "layout": layout, "stages": stages}
-    if layout == "atomic":
-        pipeline["group"] = "edge"
-        stages[0]["port"] = base_port
-    else:
-        for offset, (stage, group) in enumerate(zip(stages, ("edge", "fog", "cloud"), strict=True)):
-            stage["group"] = group
-            stage["port"] = base_port + offset
-    return {"mlpacker_pipeline": pipeline}
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +51,7 @@ def test_distributed_stream_with_the_users_broker(
 ) -> None:
     name = "t-stream-dist"
     base_port = free_port_block(3)
-    spec = stream_spec(name, "distributed", iris_models, base_port)
+    spec = iris_spec(name, "stream", "distributed", iris_models, base_port)
     spec["mlpacker_broker"] = {"host": "127.0.0.1", "port": user_broker}
     files = [
         write_vars_file(deploy_root / f"{name}.yml", spec),
@@ -106,8 +89,9 @@ def test_atomic_stream_with_the_managed_broker(
         pytest.skip(f"port {MANAGED_BROKER_PORT} is taken on this machine; the managed broker needs it")
     name = "t-stream-atomic"
     base_port = free_port_block(1)
+    spec = iris_spec(name, "stream", "atomic", iris_models, base_port)
     files = [
-        write_vars_file(deploy_root / f"{name}.yml", stream_spec(name, "atomic", iris_models, base_port)),
+        write_vars_file(deploy_root / f"{name}.yml", spec),
         write_vars_file(deploy_root / "ctl.yml", controller_dirs),
     ]
     try:

@@ -17,21 +17,19 @@ import yaml
 from tests.deploy.helpers import (
     IRIS_SAMPLES,
     in_process_predictions,
+    iris_spec,
     mqtt_roundtrip,
     post_predict,
     run_playbook,
     write_vars_file,
 )
-from tests.deploy.test_local_stream import stream_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.testbed]
 SERVICE_PORT = 8300  # each test bed host has its own network namespace: no clash with this machine
 
 
 def spec_for(mode: str, layout: str, models: dict[str, Path]) -> dict[str, Any]:
-    spec = stream_spec(f"tb-{mode}-{layout[:4]}", layout, models, SERVICE_PORT)
-    spec["mlpacker_pipeline"]["mode"] = mode
-    return spec
+    return iris_spec(f"tb-{mode}-{layout[:4]}", mode, layout, models, SERVICE_PORT)
 
 
 def managed_broker_inventory(bed: Any, path: Path) -> Path:
