@@ -18,7 +18,10 @@ description:
   - The libraries are imported only when needed (joblib, scikit-learn, skops, onnxruntime); a missing one
     fails the
     module with its name.
-  - Runs on the controller (use C(delegate_to=localhost)) and changes nothing.
+  - Runs on the controller (use C(delegate_to=localhost)) and changes nothing but its optional cache.
+  - With O(cache_dir), what loading a file tells (type, steps, feature count, methods, untrusted types) is
+    kept per file content, format, trusted types and installed library versions, so the next run with the same
+    artifact skips the import of its libraries and the load. The sha256 is computed on every run.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -56,6 +59,11 @@ options:
     type: list
     elements: str
     default: []
+  cache_dir:
+    description:
+      - Controller directory that keeps what loading each artifact file told (not used for function stages).
+      - Created when missing. When it cannot be written, the module warns and goes on without it.
+    type: path
 notes:
   - joblib and pickle files can run arbitrary code when loaded. Only inspect artifacts you trust.
 author:
@@ -159,10 +167,17 @@ untrusted_types:
   type: list
   elements: str
   sample: [sklearn.ensemble._hist_gradient_boosting.binning._BinMapper]
+cached:
+  description: Whether the facts from loading the file came from O(cache_dir) (the file was not loaded).
+  returned: success
+  type: bool
+  sample: false
 """
 
 import hashlib
+import json
 import os
+import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mlpacker.core.plugins.module_utils.artifacts import (
@@ -215,6 +230,7 @@ def inspect_function(module):
         "steps": [],
         "methods": ["call"],
         "untrusted_types": [],
+        "cached": False,
     }
 
 
@@ -228,26 +244,60 @@ def inspect_file(module):
         module.fail_json(msg=f"format: {exc}")
     if artifact_format == "function":
         module.fail_json(msg=f"format: 'function' needs the function option, not path {path}")
-    trusted_types = module.params["trusted_types"]
+    fresh = {
+        "sha256": sha256_file(path),
+        "format": artifact_format,
+        "size": os.path.getsize(path),
+        "versions": collect_versions(artifact_format),
+    }
+    cache_path = None
+    if module.params["cache_dir"]:
+        key = json.dumps(
+            [fresh["sha256"], artifact_format, sorted(module.params["trusted_types"]), fresh["versions"]],
+            sort_keys=True,
+        )
+        entry_name = hashlib.sha256(key.encode()).hexdigest() + ".json"
+        cache_path = os.path.join(module.params["cache_dir"], entry_name)
+        cached = read_cached_facts(cache_path)
+        if cached is not None:
+            return dict(cached, cached=True, **fresh)
+    facts = load_and_describe(path, artifact_format, module.params["trusted_types"])
+    if cache_path is not None:
+        write_cached_facts(module, cache_path, facts)
+    return dict(facts, cached=False, **fresh)
+
+
+def load_and_describe(path, artifact_format, trusted_types):
     untrusted_types = []
     if artifact_format == "skops":
         skops_io = import_library("skops.io", "skops", f"inspecting {path}")
         untrusted_types = sorted(skops_io.get_untrusted_types(file=path))
     loaded = load_artifact(path, artifact_format, trusted_types)
-    if artifact_format == "onnx":
-        facts = describe_onnx_session(loaded)
-    else:
-        facts = describe_object(loaded)
-    facts.update(
-        {
-            "sha256": sha256_file(path),
-            "format": artifact_format,
-            "size": os.path.getsize(path),
-            "versions": collect_versions(artifact_format),
-            "untrusted_types": untrusted_types,
-        }
-    )
+    facts = describe_onnx_session(loaded) if artifact_format == "onnx" else describe_object(loaded)
+    facts["untrusted_types"] = untrusted_types
     return facts
+
+
+def read_cached_facts(cache_path):
+    try:
+        with open(cache_path, encoding="utf-8") as handle:
+            facts = json.load(handle)
+    except (OSError, ValueError):
+        return None  # absent or damaged: load the artifact again and rewrite it
+    return facts if isinstance(facts, dict) else None
+
+
+def write_cached_facts(module, cache_path, facts):
+    cache_dir = os.path.dirname(cache_path)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        # Written whole then renamed: a concurrent run never reads half a file.
+        fd, tmp_path = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(facts, handle, sort_keys=True)
+        os.replace(tmp_path, cache_path)
+    except OSError as exc:
+        module.warn(f"cache_dir: cannot write {cache_path} ({exc}); the artifact is loaded again next run")
 
 
 def main():
@@ -258,6 +308,7 @@ def main():
             "code_dir": {"type": "path"},
             "format": {"type": "str", "choices": ["joblib", "pickle", "skops", "onnx", "function"]},
             "trusted_types": {"type": "list", "elements": "str", "default": []},
+            "cache_dir": {"type": "path"},
         },
         mutually_exclusive=[("path", "function")],
         required_one_of=[("path", "function")],

@@ -91,3 +91,42 @@ def test_errors(run_module, tmp_path: Path, args: dict[str, str], message: str) 
     result = run_module("artifact_info", args)
     assert result["failed"] is True
     assert message in result["msg"], result["msg"]
+
+
+def test_cache_keeps_what_loading_told_per_content(run_module, models_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.joblib"
+    path.write_bytes((models_dir / "pipeline.joblib").read_bytes())
+    args = {"path": str(path), "cache_dir": str(tmp_path / "cache")}
+    first = run_module("artifact_info", args)
+    second = run_module("artifact_info", args)
+    assert (first["cached"], second["cached"]) == (False, True)
+    for result in (first, second):
+        result.pop("cached")
+        result.pop("invocation", None)
+    assert second == first
+    # Other content at the same path (another sha256) is loaded, never answered from the old entry.
+    path.write_bytes((models_dir / "scaler.joblib").read_bytes())
+    third = run_module("artifact_info", args)
+    assert (third["cached"], third["object_type"]) == (False, "sklearn.preprocessing.StandardScaler")
+
+
+def test_cache_entry_that_is_damaged_is_rewritten(run_module, models_dir: Path, tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    args = {"path": str(models_dir / "pipeline.joblib"), "cache_dir": str(cache_dir)}
+    assert run_module("artifact_info", args)["cached"] is False
+    (entry,) = cache_dir.glob("*.json")
+    entry.write_text("{not json")
+    again = run_module("artifact_info", args)
+    assert (again["cached"], again["n_features_in"]) == (False, 4)
+    assert run_module("artifact_info", args)["cached"] is True
+
+
+def test_cache_dir_that_cannot_be_written_only_warns(run_module, models_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_module(
+        "artifact_info", {"path": str(models_dir / "pipeline.joblib"), "cache_dir": str(blocker / "c")}
+    )
+    assert result.get("failed") is not True, result
+    assert result["n_features_in"] == 4
+    assert any("cache_dir: cannot write" in warning for warning in result.get("warnings", [])), result
