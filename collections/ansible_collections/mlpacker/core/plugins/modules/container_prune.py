@@ -124,6 +124,15 @@ def main() -> None:
         # no Docker engine on this host: nothing of the pipeline can be there (undeploy runs on every host)
         module.exit_json(changed=False, containers=[], images=[], volumes=[])
     docker = DockerCli(module.run_command, binary)
+    rc, _out, err = docker.run(["version", "--format", "{{.Server.Version}}"], check=False)
+    if rc != 0:
+        # A stopped engine (or a stale socket): its containers cannot run, and cannot be listed either. Say so
+        # instead of failing the undeploy of every other part of the pipeline on this host.
+        module.warn(
+            f"no Docker engine answers on this host ({err.strip()[-300:]}); containers of the pipeline, "
+            "if any, were not looked for: start the engine and undeploy again to remove them"
+        )
+        module.exit_json(changed=False, containers=[], images=[], volumes=[])
     try:
         result = prune(module, docker)
     except DockerError as error:

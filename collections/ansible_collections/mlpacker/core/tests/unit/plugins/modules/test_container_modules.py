@@ -26,6 +26,18 @@ def test_prune_refuses_empty_labels(run_module) -> None:
     assert result["failed"] and "labels must name at least one label" in result["msg"]
 
 
+@pytest.mark.skipif(shutil.which("docker") is None, reason="needs the docker CLI")
+def test_prune_with_an_engine_that_does_not_answer_warns_and_changes_nothing(
+    run_module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The CLI is installed but the engine is stopped (its socket gone or stale): undeploy must go on.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/stopped-engine.sock")
+    result = run_module("container_prune", {"labels": {"mlpacker.pipeline": "iris"}})
+    assert result.get("failed") is not True, result
+    assert (result["changed"], result["containers"]) == (False, [])
+    assert any("no Docker engine answers on this host" in warning for warning in result["warnings"]), result
+
+
 def test_image_name_needs_a_tag(run_module) -> None:
     result = run_module("container_image", {"name": "mlpacker/iris/svc", "build_path": "/nonexistent"})
     assert result["failed"] and "repository:tag" in result["msg"]
