@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import uuid
@@ -29,21 +28,13 @@ from tests.deploy.helpers import (
     processes_mentioning,
     run_playbook,
     supervisor_pids,
+    train_iris,
     write_vars_file,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 CONTAINER_STAGES = ("reduce", "classify")
-
-
-def train_iris(folder: Path) -> dict[str, Path]:
-    """The example's own training script (scaler -> pca -> classifier)."""
-    spec = importlib.util.spec_from_file_location("iris_train", REPO_ROOT / "examples" / "iris" / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.train(folder, seed=0)
 
 
 class MixedDeployment:

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.helpers import REPO_ROOT
-
-
-def load_train_module():
-    spec = importlib.util.spec_from_file_location("iris_train", REPO_ROOT / "examples" / "iris" / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.deploy.helpers import REPO_ROOT, train_iris
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +18,7 @@ def deploy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def iris_models(deploy_root: Path) -> dict[str, Path]:
-    return load_train_module().train(deploy_root / "models", seed=0)
+    return train_iris(deploy_root / "models")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -46,6 +47,15 @@ class PlaybookRun:
 
     def describe(self) -> str:
         return f"exit {self.rc}, recap {self.recap}\n--- last output ---\n{self.output[-6000:]}"
+
+
+def train_iris(folder: Path) -> dict[str, Path]:
+    """The example's own training script (scaler -> pca -> classifier), seeded: the same models every run."""
+    spec = importlib.util.spec_from_file_location("iris_train", REPO_ROOT / "examples" / "iris" / "train.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.train(folder, seed=0)
 
 
 def iris_spec(name: str, mode: str, layout: str, models: dict[str, Path], base_port: int) -> dict[str, Any]:

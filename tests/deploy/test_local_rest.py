@@ -1,7 +1,8 @@
 """REST pipelines deployed with the real playbooks on this machine (inventories/local, supervisord path).
 
 One distributed deployment is shared by the tests of this module, in order: predictions, record, status,
-idempotence, check mode, an artifact update, a release that fails its check, undeploy.
+idempotence, check mode, an artifact update, a release that fails its check, one that passes its check but
+fails its canary's health check, undeploy.
 """
 
 from __future__ import annotations
@@ -210,6 +211,76 @@ def test_release_that_fails_its_check_keeps_the_old_one_serving(
         IRIS_SAMPLES,
     )
     assert post_predict(url, IRIS_SAMPLES) == expected
+
+
+ROOT_ONLY_MODULE = """
+import os
+
+
+class RootOnlyClassifier:
+    \"\"\"Loads as root (the deploy's check) but not as the service user (the canary): a release that passes
+    its check and still fails its health check.\"\"\"
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.n_features_in_ = inner.n_features_in_
+
+    def __setstate__(self, state):
+        if os.geteuid() != 0:
+            raise PermissionError("RootOnlyClassifier refuses to load as uid %d" % os.geteuid())
+        self.__dict__.update(state)
+
+    def predict(self, data):
+        return self.inner.predict(data)
+"""
+
+
+def test_release_that_fails_its_canary_health_check_keeps_the_old_one_serving(
+    distributed: Deployment, deploy_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code_dir = deploy_root / "root-only-code"
+    code_dir.mkdir(exist_ok=True)
+    (code_dir / "mlpacker_test_root_only.py").write_text(ROOT_ONLY_MODULE)
+    monkeypatch.syspath_prepend(str(code_dir))
+    monkeypatch.setenv("PYTHONPATH", str(code_dir))
+    import mlpacker_test_root_only
+
+    artifact = deploy_root / "classifier-root-only.joblib"
+    joblib.dump(
+        mlpacker_test_root_only.RootOnlyClassifier(joblib.load(distributed.models["classifier"])), artifact
+    )
+    spec = iris_spec(
+        distributed.name,
+        "rest",
+        "distributed",
+        dict(distributed.models, classifier=artifact),
+        distributed.base_port,
+    )
+    spec["mlpacker_pipeline"]["code_dir"] = str(code_dir)  # shipped: the check on the host can load it
+    spec_file = write_vars_file(deploy_root / f"{distributed.name}-root-only.yml", spec)
+    program = f"mlpacker-{distributed.name}-classify"
+    pid_before = supervisor_pids([program])[program]
+    current = Path(f"/opt/mlpacker/{distributed.name}/{distributed.name}-classify/current")
+    release_before = current.resolve()
+
+    failed = run_playbook(
+        "deploy.yml",
+        LOCAL_INVENTORY,
+        [spec_file, distributed.controller_vars],
+        extra_vars={"mlpacker_health_retries": 5},  # the canary never gets ready: do not wait a minute for it
+    )
+    assert failed.rc != 0, failed.describe()
+    assert "failed its health check on canary port" in failed.output, failed.describe()
+    assert "previous release keeps serving" in failed.output, failed.describe()
+    assert "RootOnlyClassifier refuses to load" in failed.output, failed.describe()  # the canary's log tail
+    assert current.resolve() == release_before
+    assert supervisor_pids([program])[program] == pid_before
+    assert not any("canary" in path.name for path in Path("/etc/mlpacker/supervisor/conf.d").iterdir())
+    expected = in_process_predictions(
+        [distributed.models["scaler"], distributed.models["pca"], distributed.models["classifier"]],
+        IRIS_SAMPLES,
+    )
+    assert post_predict(f"http://127.0.0.1:{distributed.base_port}/predict", IRIS_SAMPLES) == expected
 
 
 def test_undeploy_leaves_no_process_port_or_file(
