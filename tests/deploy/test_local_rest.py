@@ -8,6 +8,7 @@ fails its canary's health check, undeploy.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from tests.deploy.helpers import (
     write_vars_file,
 )
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.this_machine]
 
 
 class Deployment:
@@ -159,8 +160,24 @@ def test_check_mode_then_artifact_update_restarts_only_that_stage(
     distributed.models = updated_models
 
 
+def wrapped_classifier(
+    deploy_root: Path, monkeypatch: pytest.MonkeyPatch, module_name: str, source: str, classifier: Path
+) -> tuple[Path, Path]:
+    """Write ``source`` as ``module_name`` in a code folder the controller imports from (its ansible runs
+    too, through PYTHONPATH); pickle its ``WrappedClassifier`` around ``classifier``. -> (folder, artifact)"""
+    code_dir = deploy_root / f"{module_name}-code"
+    code_dir.mkdir(exist_ok=True)
+    (code_dir / f"{module_name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(code_dir))
+    monkeypatch.setenv("PYTHONPATH", str(code_dir))
+    module = importlib.import_module(module_name)
+    artifact = deploy_root / f"classifier-{module_name}.joblib"
+    joblib.dump(module.WrappedClassifier(joblib.load(classifier)), artifact)
+    return code_dir, artifact
+
+
 CUSTOM_MODULE = """
-class UnshippedClassifier:
+class WrappedClassifier:
     \"\"\"Exists on the controller only (a classic: custom code not shipped to the hosts).\"\"\"
 
     def __init__(self, inner):
@@ -176,17 +193,8 @@ def test_release_that_fails_its_check_keeps_the_old_one_serving(
     distributed: Deployment, deploy_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The controller (PYTHONPATH) can load and describe the artifact; the release on the host cannot load it.
-    code_dir = deploy_root / "controller-only-code"
-    code_dir.mkdir(exist_ok=True)
-    (code_dir / "mlpacker_test_unshipped.py").write_text(CUSTOM_MODULE)
-    monkeypatch.syspath_prepend(str(code_dir))
-    monkeypatch.setenv("PYTHONPATH", str(code_dir))
-    import mlpacker_test_unshipped
-
-    broken_artifact = deploy_root / "classifier-unshipped.joblib"
-    joblib.dump(
-        mlpacker_test_unshipped.UnshippedClassifier(joblib.load(distributed.models["classifier"])),
-        broken_artifact,
+    _, broken_artifact = wrapped_classifier(
+        deploy_root, monkeypatch, "mlpacker_test_unshipped", CUSTOM_MODULE, distributed.models["classifier"]
     )
     broken_models = dict(distributed.models, classifier=broken_artifact)
     broken_spec = write_vars_file(
@@ -217,7 +225,7 @@ ROOT_ONLY_MODULE = """
 import os
 
 
-class RootOnlyClassifier:
+class WrappedClassifier:
     \"\"\"Loads as root (the deploy's check) but not as the service user (the canary): a release that passes
     its check and still fails its health check.\"\"\"
 
@@ -227,7 +235,7 @@ class RootOnlyClassifier:
 
     def __setstate__(self, state):
         if os.geteuid() != 0:
-            raise PermissionError("RootOnlyClassifier refuses to load as uid %d" % os.geteuid())
+            raise PermissionError("mlpacker_test_root_only refuses to load as uid %d" % os.geteuid())
         self.__dict__.update(state)
 
     def predict(self, data):
@@ -238,16 +246,12 @@ class RootOnlyClassifier:
 def test_release_that_fails_its_canary_health_check_keeps_the_old_one_serving(
     distributed: Deployment, deploy_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code_dir = deploy_root / "root-only-code"
-    code_dir.mkdir(exist_ok=True)
-    (code_dir / "mlpacker_test_root_only.py").write_text(ROOT_ONLY_MODULE)
-    monkeypatch.syspath_prepend(str(code_dir))
-    monkeypatch.setenv("PYTHONPATH", str(code_dir))
-    import mlpacker_test_root_only
-
-    artifact = deploy_root / "classifier-root-only.joblib"
-    joblib.dump(
-        mlpacker_test_root_only.RootOnlyClassifier(joblib.load(distributed.models["classifier"])), artifact
+    code_dir, artifact = wrapped_classifier(
+        deploy_root,
+        monkeypatch,
+        "mlpacker_test_root_only",
+        ROOT_ONLY_MODULE,
+        distributed.models["classifier"],
     )
     spec = iris_spec(
         distributed.name,
@@ -272,7 +276,9 @@ def test_release_that_fails_its_canary_health_check_keeps_the_old_one_serving(
     assert failed.rc != 0, failed.describe()
     assert "failed its health check on canary port" in failed.output, failed.describe()
     assert "previous release keeps serving" in failed.output, failed.describe()
-    assert "RootOnlyClassifier refuses to load" in failed.output, failed.describe()  # the canary's log tail
+    assert "mlpacker_test_root_only refuses to load" in failed.output, (
+        failed.describe()
+    )  # the canary's log tail
     assert current.resolve() == release_before
     assert supervisor_pids([program])[program] == pid_before
     assert not any("canary" in path.name for path in Path("/etc/mlpacker/supervisor/conf.d").iterdir())
