@@ -25,7 +25,7 @@ from tests.deploy.helpers import (
     write_vars_file,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.mqtt]
+pytestmark = [pytest.mark.slow, pytest.mark.mqtt, pytest.mark.this_machine]
 MANAGED_BROKER_PORT = 1883
 
 
