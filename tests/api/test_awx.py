@@ -171,7 +171,6 @@ def _awx_job(work: Path, playbook: str, answers: dict, extra_vars: dict) -> RunR
 
 
 @pytest.mark.slow
-@pytest.mark.this_machine
 def test_awx_job_deploys_and_undeploys_from_survey_answers(
     tmp_path_factory: pytest.TempPathFactory, iris_models: Path
 ) -> None:

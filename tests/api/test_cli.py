@@ -16,8 +16,6 @@ import yaml
 
 from tests.api.conftest import LOCAL_INVENTORY, iris_pipeline, unique_name, write_spec
 
-pytestmark = pytest.mark.this_machine
-
 
 def test_help_documents_the_exit_codes(run_cli) -> None:
     proc = run_cli("--help")

@@ -28,7 +28,7 @@ from tests.api.conftest import (
     write_spec,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.this_machine]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from tests.containers.conftest import (
     task_results,
 )
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.this_machine]
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 RUN_TASK = (
     "Run the service container (a changed image is health-checked in a canary before it replaces the old one)"

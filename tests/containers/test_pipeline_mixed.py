@@ -32,7 +32,7 @@ from tests.deploy.helpers import (
     write_vars_file,
 )
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.this_machine]
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 CONTAINER_STAGES = ("reduce", "classify")
 

@@ -25,7 +25,7 @@ from tests.deploy.helpers import (
     write_vars_file,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.mqtt, pytest.mark.this_machine]
+pytestmark = [pytest.mark.slow, pytest.mark.mqtt]
 MANAGED_BROKER_PORT = 1883
 
 

@@ -15,7 +15,6 @@ STAGE_ROLE = REPO / "collections" / "ansible_collections" / "mlpacker" / "core" 
 
 
 @pytest.mark.slow
-@pytest.mark.this_machine
 def test_stage_role_molecule_scenario() -> None:
     # molecule calls ansible-playbook, ansible-config and friends by name: the virtualenv's bin goes first.
     venv_bin = Path(sys.executable).parent
