@@ -33,7 +33,7 @@ from tests.deploy.helpers import (
     write_vars_file,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.this_machine]
+pytestmark = [pytest.mark.slow]
 
 
 class Deployment:
