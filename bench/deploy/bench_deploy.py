@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -37,7 +36,13 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # the test bed and the deploy tests' helpers live in tests/
 
-from tests.deploy.helpers import IRIS_SAMPLES, in_process_predictions, iris_spec, parse_recap  # noqa: E402
+from tests.deploy.helpers import (  # noqa: E402
+    IRIS_SAMPLES,
+    in_process_predictions,
+    iris_spec,
+    parse_recap,
+    train_iris,
+)
 from tests.testbed import testbed as tb  # noqa: E402
 
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
@@ -167,14 +172,6 @@ def bench_inventory(bed: tb.Testbed, path: Path) -> Path:
     }
     path.write_text(yaml.safe_dump(inventory, sort_keys=False))
     return path
-
-
-def train_models(folder: Path) -> dict[str, Path]:
-    spec = importlib.util.spec_from_file_location("iris_train", REPO_ROOT / "examples" / "iris" / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.train(folder, seed=0)
 
 
 def snapshot_runtime(dest: Path) -> Path:
@@ -339,7 +336,7 @@ def run_bench(args: argparse.Namespace, bed: tb.Testbed) -> list[dict[str, dict[
     logs = work / "logs" / time.strftime("%Y%m%dT%H%M%S")
     logs.mkdir(parents=True)
     inventory = bench_inventory(bed, work / "inventory.yml")
-    models = train_models(work / "models")
+    models = train_iris(work / "models")
     expected = in_process_predictions([models["scaler"], models["pca"], models["classifier"]], IRIS_SAMPLES)
     controller = {
         "mlpacker_cache_dir": str(work / "cache"),

@@ -20,6 +20,7 @@ from tests.containers.conftest import BASE_IMAGE
 from tests.deploy.helpers import (
     IRIS_SAMPLES,
     REPO_ROOT,
+    assert_rerun_changes_nothing,
     in_process_predictions,
     iris_spec,
     mqtt_roundtrip,
@@ -87,9 +88,7 @@ def test_pipeline_in_containers_over_ssh(testbed_docker: Any, tmp_path: Path, mo
             for url in urls:
                 assert post_predict(url, IRIS_SAMPLES) == expected, url
 
-        second = run_playbook("deploy.yml", inventory, files)
-        assert second.rc == 0, second.describe()
-        assert all(count == 0 for count in second.changed().values()), second.describe()
+        assert_rerun_changes_nothing(inventory, files)
     finally:
         removed = run_playbook("undeploy.yml", inventory, files)
     assert removed.rc == 0, removed.describe()

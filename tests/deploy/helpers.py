@@ -49,6 +49,14 @@ class PlaybookRun:
         return f"exit {self.rc}, recap {self.recap}\n--- last output ---\n{self.output[-6000:]}"
 
 
+def assert_rerun_changes_nothing(inventory: Path, extra_vars_files: list[Path]) -> PlaybookRun:
+    """Deploy again with the same inputs: every host must report changed=0."""
+    again = run_playbook("deploy.yml", inventory, extra_vars_files)
+    assert again.rc == 0, again.describe()
+    assert again.recap and all(count == 0 for count in again.changed().values()), again.describe()
+    return again
+
+
 def train_iris(folder: Path) -> dict[str, Path]:
     """The example's own training script (scaler -> pca -> classifier), seeded: the same models every run."""
     spec = importlib.util.spec_from_file_location("iris_train", REPO_ROOT / "examples" / "iris" / "train.py")

@@ -16,6 +16,7 @@ import yaml
 
 from tests.deploy.helpers import (
     IRIS_SAMPLES,
+    assert_rerun_changes_nothing,
     in_process_predictions,
     iris_spec,
     mqtt_roundtrip,
@@ -103,9 +104,7 @@ def test_deploy_over_ssh(
 
         if (mode, layout) in (("rest", "distributed"), ("stream", "atomic")):
             # Idempotence over SSH (every host, and the managed broker); the other two save the time.
-            second = run_playbook("deploy.yml", inventory, files)
-            assert second.rc == 0, second.describe()
-            assert all(count == 0 for count in second.changed().values()), second.describe()
+            assert_rerun_changes_nothing(inventory, files)
     finally:
         removed = run_playbook("undeploy.yml", inventory, files)
     assert removed.rc == 0, removed.describe()
