@@ -13,9 +13,10 @@ description:
   - With O(state=present), writes O(path) - the O(fingerprint) of the deploy's inputs and a manifest of the
     files it manages (owner, mode and sha256 of every file under O(tree), link targets, the extra O(files)).
   - With O(state=query), changes nothing and tells whether the host is still exactly as recorded - same
-    fingerprint, same manifest, and every O(health_urls) answering HTTP 200. The deploy role skips a host's
-    services when it is; anything else (a changed input, a file edited or removed by hand, a service down)
-    sends the host through the full deploy, which repairs it.
+    fingerprint, same manifest, the same O(containers) in the same status, and every O(health_urls)
+    answering HTTP 200. The deploy role skips a host's services when it is; anything else (a changed input,
+    a file edited or removed by hand, a container replaced, a service down) sends the host through the full
+    deploy, which repairs it.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -51,6 +52,14 @@ options:
     type: list
     elements: path
     default: []
+  containers:
+    description:
+      - Names of Docker containers that are part of the state (the services run in containers).
+      - Each is recorded by its id and status, so a container replaced, stopped or removed since is drift.
+      - Read with the C(docker) CLI; on a host without one, every container counts as absent.
+    type: list
+    elements: str
+    default: []
   health_urls:
     description: O(state=query) only. URLs that must answer HTTP 200 for the host to be in sync.
     type: list
@@ -78,6 +87,16 @@ EXAMPLES = r"""
     prune: [".venvs/*", ".wheelhouse/*"]
     files: [/etc/systemd/system/mlpacker-iris-scale.service]
     health_urls: ["http://127.0.0.1:8000/health/ready"]
+  register: deployed
+
+- name: The same for a host whose services run in Docker
+  mlpacker.core.deployment_state:
+    path: /opt/mlpacker/iris/.deployed.json
+    fingerprint: "{{ host_fingerprint }}"
+    tree: /opt/mlpacker/iris
+    prune: [".wheelhouse/*", "*/releases/*/wheelhouse"]
+    containers: [mlpacker-iris-classify]
+    health_urls: ["http://127.0.0.1:8002/health/ready"]
   register: deployed
 
 - name: Record the deployment once it has succeeded
@@ -116,10 +135,25 @@ import urllib.error
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
+from ansible_collections.mlpacker.core.plugins.module_utils.container_engine import DockerCli
 from ansible_collections.mlpacker.core.plugins.module_utils.host_manifest import (
     host_manifest,
     manifest_differences,
 )
+
+
+def container_entries(module, names):
+    """Manifest entries ``container:<name>`` -> ``<id>:<status>`` (or ``absent``) of the named containers."""
+    if not names:
+        return {}
+    binary = module.get_bin_path("docker")
+    engine = DockerCli(module.run_command, binary) if binary else None
+    entries = {}
+    for name in names:
+        found = engine.inspect("container", name) if engine else None
+        status = "absent" if found is None else f"{found['Id']}:{found['State']['Status']}"
+        entries[f"container:{name}"] = status
+    return entries
 
 
 def read_record(path):
@@ -196,6 +230,7 @@ def main():
             "tree": {"type": "path", "required": True},
             "prune": {"type": "list", "elements": "str", "default": []},
             "files": {"type": "list", "elements": "path", "default": []},
+            "containers": {"type": "list", "elements": "str", "default": []},
             "health_urls": {"type": "list", "elements": "str", "default": []},
             "health_timeout": {"type": "float", "default": 3},
             "state": {"type": "str", "choices": ["query", "present"], "default": "query"},
@@ -206,6 +241,7 @@ def main():
         manifest = host_manifest(module.params["tree"], module.params["prune"], module.params["files"])
     except OSError as exc:
         module.fail_json(msg=f"cannot read the deployment's files: {exc}")
+    manifest.update(container_entries(module, module.params["containers"]))
     # The record may live in the tree it describes; it is not part of itself.
     manifest.pop(module.params["path"], None)
     if module.params["state"] == "query":

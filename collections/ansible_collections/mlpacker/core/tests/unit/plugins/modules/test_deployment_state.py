@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
+import subprocess
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +92,45 @@ def test_unwritable_record_fails_naming_the_path(run_module, tmp_path: Path) -> 
     args = state_args(tmp_path, state="present", path=str(tmp_path / "missing-folder" / "state.json"))
     result = run_module("deployment_state", args)
     assert result["failed"] is True and "path: cannot write" in result["msg"], result
+
+
+def _docker_running() -> bool:
+    return (
+        shutil.which("docker") is not None
+        and subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+    )
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(not _docker_running(), reason="no running Docker engine")
+def test_containers_are_part_of_the_state(run_module, tmp_path: Path) -> None:
+    """A container recorded is in sync while it is the same one; re-created or removed, it is drift."""
+    label = f"unit-state-{uuid.uuid4().hex[:8]}"
+    image, name = f"mlpacker/{label}/svc:1", f"mlpacker-{label}"
+    # An image from scratch: nothing to pull, and created (not started) containers need nothing to run.
+    (tmp_path / "Dockerfile").write_text(f"FROM scratch\nLABEL mlpacker.pipeline={label}\n")
+    subprocess.run(["docker", "build", "-q", "-t", image, str(tmp_path)], capture_output=True, check=True)
+
+    def create() -> str:
+        argv = ["docker", "create", "--name", name, "--label", f"mlpacker.pipeline={label}", image, "/none"]
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        first_id = create()
+        args = state_args(tmp_path, containers=[name])
+        assert run_module("deployment_state", {**args, "state": "present"})["changed"] is True
+        record = json.loads((tmp_path / "iris" / ".deployed.json").read_text())
+        assert record["manifest"][f"container:{name}"] == f"{first_id}:created"
+        assert run_module("deployment_state", args)["in_sync"] is True
+
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=True)
+        gone = run_module("deployment_state", args)
+        assert (gone["in_sync"], gone["reasons"]) == (False, [f"container:{name}: missing"])
+
+        create()
+        replaced = run_module("deployment_state", args)
+        assert replaced["in_sync"] is False
+        assert replaced["reasons"] == [f"container:{name}: changed since the deployment was recorded"]
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        subprocess.run(["docker", "image", "rm", "-f", image], capture_output=True, check=False)
