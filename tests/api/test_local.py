@@ -1,8 +1,9 @@
 """The Python API and the CLI against real runs on this machine (``inventories/local``).
 
-One distributed REST pipeline (scale on edge, reduce on fog, classify on cloud; every group is localhost) is
+One atomic REST pipeline (scale -> reduce -> classify in one service on the `cloud` group, localhost here) is
 deployed once for the module with :func:`mlpacker.deploy`, then inspected, probed (through the API and the
-CLI) and undeployed. Real gunicorn services answer real HTTP requests; the module always undeploys at the end.
+CLI) and undeployed. A real gunicorn service answers real HTTP requests; the module always undeploys at the
+end. The distributed layout through the API runs over SSH in ``tests/api/test_testbed.py``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ pytestmark = pytest.mark.slow
 def deployment(tmp_path_factory: pytest.TempPathFactory, iris_models: Path) -> Iterator[dict[str, Any]]:
     work = tmp_path_factory.mktemp("local-deploy")
     port = free_port_block(4)
-    spec = write_spec(work / "pipeline.yml", iris_pipeline(unique_name("apilocal"), iris_models))
+    spec = write_spec(
+        work / "pipeline.yml", iris_pipeline(unique_name("apilocal"), iris_models, layout="atomic")
+    )
     options: dict[str, Any] = {"state_dir": work / "state", "extravars": {"mlpacker_default_port": port}}
     progress: list[ProgressEvent] = []
     result = mlpacker.deploy(spec, LOCAL_INVENTORY, progress=progress.append, **options)
@@ -56,12 +59,9 @@ def test_deploy_result(deployment: dict[str, Any], iris_models: Path) -> None:
     assert result.entry_points["rest"] == [entry]
     stats = result.hosts["localhost"]
     assert stats.failed == 0 and stats.unreachable == 0 and stats.changed > 0
-    assert result.plan is not None and [s["id"] for s in result.plan["services"]] == [
-        f"{result.plan['name']}-scale",
-        f"{result.plan['name']}-reduce",
-        f"{result.plan['name']}-classify",
-    ]
-    # The entry point is a real service chain: scale -> reduce -> classify over REST hops.
+    assert result.plan is not None and [s["id"] for s in result.plan["services"]] == [result.plan["name"]]
+    assert result.plan["services"][0]["stages"] == ["scale", "reduce", "classify"]
+    # The entry point runs the whole pipeline: scale -> reduce -> classify in one process.
     assert post(entry, SAMPLE) == expected_predictions(iris_models, SAMPLE)
 
 
@@ -82,9 +82,7 @@ def test_status(deployment: dict[str, Any]) -> None:
     # status.yml publishes each host's services with set_stats (mlpacker_status: {host: [service, ...]}).
     services = result.service_status["localhost"]
     name = deployment["result"].plan["name"]
-    assert sorted(s["service"] for s in services) == sorted(
-        f"{name}-{st}" for st in ("scale", "reduce", "classify")
-    )
+    assert [s["service"] for s in services] == [name]
     assert all(s["ready"] for s in services)
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ from tests.containers.conftest import BASE_IMAGE, docker, labelled
 from tests.deploy.helpers import (
     IRIS_SAMPLES,
     LOCAL_INVENTORY,
-    REPO_ROOT,
     PlaybookRun,
     free_port_block,
     in_process_predictions,
@@ -49,16 +47,11 @@ class MixedDeployment:
 
 
 @pytest.fixture(scope="module")
-def mixed(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MixedDeployment]:
+def mixed(
+    docker_engine: None, container_settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MixedDeployment]:
     workdir = tmp_path_factory.mktemp("mixed")
     models = train_iris(workdir / "models")
-    # a snapshot of the runtime: edits to the checkout while the tests run must not change the release
-    runtime_copy = workdir / "runtime-src"
-    shutil.copytree(
-        REPO_ROOT / "runtime",
-        runtime_copy,
-        ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"),
-    )
     name = "t-mixed-" + uuid.uuid4().hex[:6]
     base_port = free_port_block(3)
     stages: list[dict[str, Any]] = [
@@ -69,18 +62,14 @@ def mixed(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
     for stage in stages:
         stage["containers"] = stage["name"] in CONTAINER_STAGES
     spec = {"mlpacker_pipeline": {"name": name, "mode": "rest", "layout": "distributed", "stages": stages}}
-    settings = {
-        "mlpacker_cache_dir": str(workdir / "cache"),
-        "mlpacker_state_dir": str(workdir / "state"),
-        "mlpacker_runtime_source": str(runtime_copy),
-        # the test bed's local base image (no registry reachable here)
-        "mlpacker_container_base_image": BASE_IMAGE,
-    }
     deployment = MixedDeployment(
         name,
         base_port,
         models,
-        [write_vars_file(workdir / "spec.yml", spec), write_vars_file(workdir / "settings.yml", settings)],
+        [
+            write_vars_file(workdir / "spec.yml", spec),
+            write_vars_file(workdir / "settings.yml", container_settings),
+        ],
     )
     try:
         first = deployment.play("deploy.yml")

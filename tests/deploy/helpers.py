@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,41 @@ def assert_rerun_changes_nothing(inventory: Path, extra_vars_files: list[Path]) 
     assert again.rc == 0, again.describe()
     assert again.recap and all(count == 0 for count in again.changed().values()), again.describe()
     return again
+
+
+def controller_settings(folder: Path) -> dict[str, str]:
+    """Controller settings of a test's deploys: cache and deployment records under ``folder``, and a
+    snapshot of the runtime source (the checkout is edited while tests run; that must not reach a deploy)."""
+    runtime_copy = folder / "runtime-src"
+    if not runtime_copy.exists():
+        shutil.copytree(
+            REPO_ROOT / "runtime",
+            runtime_copy,
+            ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"),
+        )
+    return {
+        "mlpacker_cache_dir": str(folder / "cache"),
+        "mlpacker_state_dir": str(folder / "state"),
+        "mlpacker_runtime_source": str(runtime_copy),
+    }
+
+
+@contextlib.contextmanager
+def user_mosquitto(folder: Path) -> Iterator[int]:
+    """A Mosquitto of the user's own (not managed by MLPacker) on a free loopback port, for as long as the
+    block runs; yields its port."""
+    port = free_port_block(1)
+    config = folder / f"user-mosquitto-{port}.conf"
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    broker = subprocess.Popen(
+        ["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(lambda: port_is_listening("127.0.0.1", port), 10, "the test's mosquitto")
+        yield port
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
 
 
 def train_iris(folder: Path) -> dict[str, Path]:
@@ -213,7 +251,10 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.2) -
 
 
 def supervisor_pids(programs: list[str]) -> dict[str, int]:
-    """Main pid of each supervisord program (the service's gunicorn master or stream consumer)."""
+    """Main pid of each supervisord program (the service's gunicorn master or stream consumer); none when
+    MLPacker's supervisord is not installed."""
+    if not Path(SUPERVISORCTL[0]).exists():
+        return {}
     result = subprocess.run(
         [*SUPERVISORCTL, "status", *programs], capture_output=True, text=True, check=False
     )

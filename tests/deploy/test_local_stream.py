@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tests.deploy.helpers import (
     port_is_listening,
     processes_mentioning,
     run_playbook,
+    user_mosquitto,
     wait_for,
     write_vars_file,
 )
@@ -31,19 +31,8 @@ MANAGED_BROKER_PORT = 1883
 
 @pytest.fixture(scope="module")
 def user_broker(deploy_root: Path) -> Iterator[int]:
-    """A Mosquitto of the user's own (not managed by MLPacker), on a free port."""
-    port = free_port_block(1)
-    config = deploy_root / "user-mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    broker = subprocess.Popen(
-        ["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for(lambda: port_is_listening("127.0.0.1", port), 10, "the test's mosquitto")
+    with user_mosquitto(deploy_root) as port:
         yield port
-    finally:
-        broker.terminate()
-        broker.wait(timeout=10)
 
 
 def test_distributed_stream_with_the_users_broker(

@@ -1,0 +1,322 @@
+"""All four combinations in Docker on the local inventory, through the real playbooks/deploy.yml.
+
+REST atomic, REST distributed, stream atomic (with the managed Mosquitto) and stream distributed (with the
+user's own Mosquitto), every stage with `containers: true`, built by this machine's engine from the shipped
+wheelhouse. The four are deployed side by side (the later builds reuse the first one's installed-wheelhouse
+layers, as a user's second pipeline would), checked against the in-process pipeline, re-run, changed, and
+undeployed together by the last test.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from tests.containers.conftest import BASE_IMAGE, docker, labelled
+from tests.deploy.helpers import (
+    LOCAL_INVENTORY,
+    PlaybookRun,
+    assert_rerun_changes_nothing,
+    free_port_block,
+    in_process_predictions,
+    iris_spec,
+    mqtt_roundtrip,
+    pipeline_leftovers,
+    port_is_free,
+    port_is_listening,
+    post_predict,
+    processes_mentioning,
+    run_playbook,
+    supervisor_pids,
+    train_iris,
+    user_mosquitto,
+    wait_for,
+    write_vars_file,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.mqtt]
+
+COMBINATIONS = ["rest-atomic", "rest-distributed", "stream-atomic", "stream-distributed"]
+MANAGED_BROKER_PORT = 1883
+# Rows of iris on which the two classifiers of the update test disagree somewhere.
+ROWS = [list(map(float, row)) for row in load_iris().data[::15]]
+
+
+@dataclass
+class Deployment:
+    combination: str
+    name: str
+    base_port: int
+    spec_file: Path
+    settings_file: Path
+    broker_port: int | None
+    removed: bool = False
+
+    @property
+    def mode(self) -> str:
+        return self.combination.split("-")[0]
+
+    @property
+    def layout(self) -> str:
+        return self.combination.split("-")[1]
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.spec_file, self.settings_file]
+
+    def play(self, playbook: str, **options: Any) -> PlaybookRun:
+        return run_playbook(playbook, LOCAL_INVENTORY, self.files, **options)
+
+    def service_ids(self) -> list[str]:
+        stages = ["scale", "reduce", "classify"]
+        return [self.name] if self.layout == "atomic" else [f"{self.name}-{stage}" for stage in stages]
+
+    def container(self, service_id: str) -> dict[str, Any]:
+        return json.loads(docker("inspect", f"mlpacker-{service_id}").stdout)[0]
+
+    def predictions(self, rows: list[list[float]]) -> list[Any]:
+        if self.mode == "rest":
+            return post_predict(f"http://127.0.0.1:{self.base_port}/predict", rows)
+        assert self.broker_port is not None
+        topics = (f"mlpacker/{self.name}/in", f"mlpacker/{self.name}/out")
+        return mqtt_roundtrip("127.0.0.1", self.broker_port, *topics, rows)
+
+
+@pytest.fixture(scope="module")
+def user_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The user's own Mosquitto; the containers reach it over the host network."""
+    with user_mosquitto(tmp_path_factory.mktemp("user-broker")) as port:
+        yield port
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The iris stages, plus a second classifier (same interface, other answers) for the update test."""
+    folder = tmp_path_factory.mktemp("models")
+    models = train_iris(folder)
+    scaler, pca = joblib.load(models["scaler"]), joblib.load(models["pca"])
+    features, labels = load_iris(return_X_y=True)
+    updated = LogisticRegression(max_iter=500, C=0.01).fit(pca.transform(scaler.transform(features)), labels)
+    models["classifier_v2"] = folder / "classifier-v2.joblib"
+    joblib.dump(updated, models["classifier_v2"])
+    return models
+
+
+@pytest.fixture(scope="module")
+def deployments(
+    docker_engine: None,
+    container_settings: dict[str, str],
+    models: dict[str, Path],
+    user_broker: int,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Deployment]]:
+    if not port_is_free(MANAGED_BROKER_PORT):
+        pytest.skip(f"port {MANAGED_BROKER_PORT} is taken on this machine; the managed broker needs it")
+    workdir = tmp_path_factory.mktemp("local-containers")
+    settings = {
+        **container_settings,
+        # the service whose first stage is `scale` (the atomic ones, and scale's own) is limited
+        "mlpacker_container_limits": {"scale": {"cpus": "1.5", "memory": "512m"}},
+    }
+    settings_file = write_vars_file(workdir / "settings.yml", settings)
+    suffix = uuid.uuid4().hex[:6]
+    deployed: dict[str, Deployment] = {}
+    try:
+        for combination in COMBINATIONS:
+            mode, layout = combination.split("-")
+            name = f"t-c{mode[0]}{layout[0]}-{suffix}"
+            base_port = free_port_block(3)
+            spec = iris_spec(name, mode, layout, models, base_port)
+            spec["mlpacker_pipeline"]["containers"] = True
+            broker_port: int | None = None
+            if combination == "stream-distributed":
+                spec["mlpacker_broker"] = {"host": "127.0.0.1", "port": user_broker}
+                broker_port = user_broker
+            elif mode == "stream":
+                broker_port = MANAGED_BROKER_PORT
+            deployment = Deployment(
+                combination,
+                name,
+                base_port,
+                write_vars_file(workdir / f"{combination}.yml", spec),
+                settings_file,
+                broker_port,
+            )
+            deployed[combination] = deployment
+            first = deployment.play("deploy.yml")
+            assert first.rc == 0, first.describe()
+        yield deployed
+    finally:
+        for deployment in deployed.values():
+            if deployment.removed:
+                continue
+            deployment.play("undeploy.yml")
+            # nothing may survive a failed test either
+            for kind in ("container", "image"):
+                leftovers = labelled(kind, deployment.name)
+                if leftovers:
+                    docker(kind, "rm", "--force", *leftovers, check=False)
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_answers_like_the_in_process_pipeline(
+    deployments: dict[str, Deployment], models: dict[str, Path], combination: str
+) -> None:
+    expected = in_process_predictions([models["scaler"], models["pca"], models["classifier"]], ROWS)
+    assert deployments[combination].predictions(ROWS) == expected
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_each_service_is_a_non_root_container_with_health_check_restart_policy_and_engine_logs(
+    deployments: dict[str, Deployment], combination: str
+) -> None:
+    deployment = deployments[combination]
+    for service_id in deployment.service_ids():
+        container = deployment.container(service_id)
+        assert container["State"]["Running"], service_id
+        assert container["Config"]["User"] == "10001:10001"
+        assert docker("exec", f"mlpacker-{service_id}", "id", "-u").stdout.strip() == "10001"
+        assert container["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+        assert container["HostConfig"]["LogConfig"]["Type"] == "json-file"
+        assert container["Config"]["Labels"]["mlpacker.pipeline"] == deployment.name
+        assert container["Config"]["Labels"]["mlpacker.service"] == service_id
+        assert container["Config"]["Healthcheck"]["Test"][0] == "CMD"
+        logs = docker("logs", f"mlpacker-{service_id}")
+        assert logs.stdout + logs.stderr, f"{service_id} logs nothing through the engine"
+    # none of them is a supervisord program
+    assert supervisor_pids([f"mlpacker-{sid}" for sid in deployment.service_ids()]) == {}
+
+
+def test_rest_atomic_container_is_bridged_with_its_port_published_and_limited(
+    deployments: dict[str, Deployment],
+) -> None:
+    deployment = deployments["rest-atomic"]
+    container = deployment.container(deployment.name)
+    port = deployment.base_port
+    assert container["HostConfig"]["NetworkMode"] == "bridge"
+    assert container["HostConfig"]["PortBindings"] == {f"{port}/tcp": [{"HostIp": "", "HostPort": str(port)}]}
+    assert container["HostConfig"]["Memory"] == 512 * 1024 * 1024
+    assert container["HostConfig"]["NanoCpus"] == 1_500_000_000
+    # a host that runs only containers gets no service user's virtualenv and no supervisord program
+    assert not (Path("/opt/mlpacker") / deployment.name / ".venvs").exists()
+
+
+def test_services_with_a_loopback_next_hop_or_a_broker_use_the_host_network(
+    deployments: dict[str, Deployment],
+) -> None:
+    rest = deployments["rest-distributed"]
+    modes = [rest.container(sid)["HostConfig"]["NetworkMode"] for sid in rest.service_ids()]
+    # scale and reduce call the next stage on 127.0.0.1; classify calls no one, so it is bridged
+    assert modes == ["host", "host", "bridge"]
+    for combination in ("stream-atomic", "stream-distributed"):
+        stream = deployments[combination]
+        for service_id in stream.service_ids():
+            assert stream.container(service_id)["HostConfig"]["NetworkMode"] == "host", service_id
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_second_run_changes_nothing(deployments: dict[str, Deployment], combination: str) -> None:
+    deployment = deployments[combination]
+    before = {sid: deployment.container(sid)["Id"] for sid in deployment.service_ids()}
+    assert_rerun_changes_nothing(LOCAL_INVENTORY, deployment.files)
+    assert {sid: deployment.container(sid)["Id"] for sid in deployment.service_ids()} == before
+
+
+def test_check_mode_reports_a_limit_change_and_touches_nothing(
+    deployments: dict[str, Deployment], tmp_path: Path
+) -> None:
+    deployment = deployments["rest-atomic"]
+    before = deployment.container(deployment.name)["Id"]
+    tighter = write_vars_file(
+        tmp_path / "limits.yml", {"mlpacker_container_limits": {"scale": {"cpus": "1.5", "memory": "384m"}}}
+    )
+    checked = run_playbook("deploy.yml", LOCAL_INVENTORY, [*deployment.files, tighter], check=True)
+    assert checked.rc == 0, checked.describe()
+    assert checked.changed()["localhost"] > 0, checked.describe()
+    after = deployment.container(deployment.name)
+    assert after["Id"] == before
+    assert after["HostConfig"]["Memory"] == 512 * 1024 * 1024
+
+
+def test_container_that_cannot_become_healthy_keeps_the_old_one_serving(
+    deployments: dict[str, Deployment], models: dict[str, Path], tmp_path: Path
+) -> None:
+    deployment = deployments["rest-atomic"]
+    before = deployment.container(deployment.name)["Id"]
+    # far too little memory to load scikit-learn: the canary never becomes ready
+    starved = write_vars_file(
+        tmp_path / "starved.yml", {"mlpacker_container_limits": {"scale": {"cpus": "1.5", "memory": "24m"}}}
+    )
+    broken = run_playbook("deploy.yml", LOCAL_INVENTORY, [*deployment.files, starved])
+    assert broken.rc != 0, broken.describe()
+    assert "keeps serving" in broken.output, broken.describe()
+    assert deployment.container(deployment.name)["Id"] == before
+    assert docker("inspect", f"mlpacker-{deployment.name}-canary", check=False).returncode != 0
+    expected = in_process_predictions([models["scaler"], models["pca"], models["classifier"]], ROWS)
+    assert deployment.predictions(ROWS) == expected
+
+
+def test_artifact_update_replaces_only_that_stages_container(
+    deployments: dict[str, Deployment], models: dict[str, Path], tmp_path: Path
+) -> None:
+    deployment = deployments["rest-distributed"]
+    old = in_process_predictions([models["scaler"], models["pca"], models["classifier"]], ROWS)
+    new = in_process_predictions([models["scaler"], models["pca"], models["classifier_v2"]], ROWS)
+    assert new != old, "the update would not show in the answers"
+    before = {sid: deployment.container(sid)["Id"] for sid in deployment.service_ids()}
+    spec = iris_spec(deployment.name, "rest", "distributed", models, deployment.base_port)
+    spec["mlpacker_pipeline"]["containers"] = True
+    spec["mlpacker_pipeline"]["stages"][2]["artifact"] = str(models["classifier_v2"])
+    updated = run_playbook(
+        "deploy.yml", LOCAL_INVENTORY, [write_vars_file(tmp_path / "v2.yml", spec), deployment.settings_file]
+    )
+    assert updated.rc == 0, updated.describe()
+    after = {sid: deployment.container(sid)["Id"] for sid in deployment.service_ids()}
+    scale, reduce, classify = deployment.service_ids()
+    assert after[scale] == before[scale] and after[reduce] == before[reduce]
+    assert after[classify] != before[classify]
+    assert deployment.predictions(ROWS) == new
+
+
+def test_undeploy_removes_the_pipelines_containers_images_and_files_and_nothing_else(
+    deployments: dict[str, Deployment], user_broker: int
+) -> None:
+    bystander = docker(
+        "create",
+        "--label",
+        "mlpacker.pipeline=someone-else",
+        "--name",
+        f"bystander-{uuid.uuid4().hex[:6]}",
+        BASE_IMAGE,
+        "true",
+    ).stdout.strip()
+    try:
+        for deployment in deployments.values():
+            assert labelled("image", deployment.name), deployment.name
+            removed = deployment.play("undeploy.yml")
+            deployment.removed = removed.rc == 0
+            assert removed.rc == 0, removed.describe()
+        for deployment in deployments.values():
+            for kind in ("container", "image", "volume"):
+                assert labelled(kind, deployment.name) == [], (deployment.name, kind)
+            assert pipeline_leftovers(deployment.name) == []
+            assert processes_mentioning(f"/opt/mlpacker/{deployment.name}/") == []
+            ports = range(deployment.base_port, deployment.base_port + 3)
+            assert [port for port in ports if port_is_listening("127.0.0.1", port)] == [], deployment.name
+        assert json.loads(docker("inspect", bystander).stdout)[0]["Id"] == bystander
+        assert docker("image", "inspect", BASE_IMAGE, check=False).returncode == 0
+        assert port_is_listening("127.0.0.1", user_broker), "undeploy touched the user's broker"
+        wait_for(
+            lambda: not port_is_listening("127.0.0.1", MANAGED_BROKER_PORT), 20, "the managed broker to stop"
+        )
+    finally:
+        docker("rm", "--force", bystander, check=False)
