@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ sys.path.insert(0, str(REPO_ROOT))  # the test bed and the deploy tests' helpers
 
 from tests.deploy.helpers import (  # noqa: E402
     IRIS_SAMPLES,
+    controller_settings,
     in_process_predictions,
     iris_spec,
     parse_recap,
@@ -172,15 +172,6 @@ def bench_inventory(bed: tb.Testbed, path: Path) -> Path:
     }
     path.write_text(yaml.safe_dump(inventory, sort_keys=False))
     return path
-
-
-def snapshot_runtime(dest: Path) -> Path:
-    """A copy of the runtime source: edits in the checkout during the run must not change what is deployed."""
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(
-        REPO_ROOT / "runtime", dest, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info")
-    )
-    return dest
 
 
 def write_yaml(path: Path, data: dict[str, Any]) -> Path:
@@ -338,11 +329,7 @@ def run_bench(args: argparse.Namespace, bed: tb.Testbed) -> list[dict[str, dict[
     inventory = bench_inventory(bed, work / "inventory.yml")
     models = train_iris(work / "models")
     expected = in_process_predictions([models["scaler"], models["pca"], models["classifier"]], IRIS_SAMPLES)
-    controller = {
-        "mlpacker_cache_dir": str(work / "cache"),
-        "mlpacker_state_dir": str(work / "state"),
-        "mlpacker_runtime_source": str(snapshot_runtime(work / "runtime-src")),
-    }
+    controller = controller_settings(work)
     spec = iris_spec(PIPELINE, "rest", "distributed", models, OURS_PORT)
     ours = Side(
         "ours",

@@ -64,12 +64,13 @@ def controller_settings(folder: Path) -> dict[str, str]:
     """Controller settings of a test's deploys: cache and deployment records under ``folder``, and a
     snapshot of the runtime source (the checkout is edited while tests run; that must not reach a deploy)."""
     runtime_copy = folder / "runtime-src"
-    if not runtime_copy.exists():
-        shutil.copytree(
-            REPO_ROOT / "runtime",
-            runtime_copy,
-            ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"),
-        )
+    # Taken afresh: a folder kept between runs (the deploy bench's) must not deploy an older runtime.
+    shutil.rmtree(runtime_copy, ignore_errors=True)
+    shutil.copytree(
+        REPO_ROOT / "runtime",
+        runtime_copy,
+        ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"),
+    )
     return {
         "mlpacker_cache_dir": str(folder / "cache"),
         "mlpacker_state_dir": str(folder / "state"),
