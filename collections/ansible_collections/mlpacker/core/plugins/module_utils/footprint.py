@@ -1,0 +1,91 @@
+# Copyright (c) MLPacker contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""What a pipeline left on a host, read from the host itself (no controller record needed).
+
+Undeploy acts on this: the pipeline's services and their supervisord programs or systemd units, whether it
+uses the managed broker, and what else still needs MLPacker's shared parts (other pipelines, other users of
+the managed broker), so the shared parts go with the last user and never before.
+"""
+
+from __future__ import annotations
+
+import os
+
+UNIT_SUFFIXES = {"supervisor": (".conf", "-canary.conf"), "systemd": (".service", "-canary.service")}
+
+
+def visible_directories(path):
+    """Names of the directories in ``path`` that do not start with a dot (hidden ones are MLPacker's own:
+    wheelhouses, virtualenvs, the broker, state)."""
+    try:
+        entries = sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [name for name in entries if not name.startswith(".") and os.path.isdir(os.path.join(path, name))]
+
+
+def existing_files(directory, names):
+    return [os.path.join(directory, name) for name in names if os.path.isfile(os.path.join(directory, name))]
+
+
+def process_alive(pid_file):
+    """The pid in ``pid_file`` when that process runs, else None."""
+    try:
+        with open(pid_file, encoding="ascii") as handle:
+            pid = int(handle.read().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def read_created_user(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def pipeline_footprint(pipeline, root, config_root, log_root, supervisor_conf_dir, systemd_dir, run_dir):
+    """What undeploy needs to know about ``pipeline`` on this host, as a dict (the module's RETURN)."""
+    pipeline_dir = os.path.join(root, pipeline)
+    services = visible_directories(pipeline_dir)
+    programs = ["mlpacker-" + service for service in services]
+    units = {
+        manager: existing_files(
+            supervisor_conf_dir + "/conf.d" if manager == "supervisor" else systemd_dir,
+            [program + suffix for program in programs for suffix in suffixes],
+        )
+        for manager, suffixes in UNIT_SUFFIXES.items()
+    }
+    broker_users_dir = os.path.join(config_root, "mosquitto", "pipelines")
+    try:
+        broker_users = sorted(os.listdir(broker_users_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        broker_users = []
+    other_broker_users = [name for name in broker_users if name != pipeline]
+    other_pipelines = [name for name in visible_directories(root) if name != pipeline]
+    return {
+        "exists": os.path.isdir(pipeline_dir),
+        "services": services,
+        "supervisor_programs": units["supervisor"],
+        "systemd_units": units["systemd"],
+        "uses_broker": pipeline in broker_users,
+        "other_broker_users": other_broker_users,
+        "broker_files": [
+            path
+            for path in (os.path.join(config_root, "mosquitto"), os.path.join(root, ".broker"))
+            + (os.path.join(log_root, "broker.log"),)
+            if os.path.lexists(path)
+        ],
+        "broker_units": {
+            "supervisor": existing_files(supervisor_conf_dir + "/conf.d", ["mlpacker-broker.conf"]),
+            "systemd": existing_files(systemd_dir, ["mlpacker-broker.service"]),
+        },
+        "other_pipelines": other_pipelines,
+        # Nothing else needs supervisord, the managed broker or the service user once this pipeline is gone.
+        "last": not other_pipelines and not other_broker_users,
+        "supervisord_pid": process_alive(os.path.join(run_dir, "supervisord.pid")),
+        "created_user": read_created_user(os.path.join(root, ".state", "created-user")),
+    }
