@@ -43,6 +43,22 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
+def code_dir_digest(code_dir: str) -> tuple[str, int]:
+    """sha256 and total size over a code tree (relative paths and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    total_size = 0
+    for root, dirs, files in os.walk(code_dir):
+        dirs[:] = sorted(name for name in dirs if name != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".pyc"):
+                continue
+            full_path = os.path.join(root, name)
+            digest.update(os.path.relpath(full_path, code_dir).encode("utf-8") + b"\0")
+            digest.update(sha256_file(full_path).encode("ascii"))
+            total_size += os.path.getsize(full_path)
+    return digest.hexdigest(), total_size
+
+
 def detect_format(path: str, explicit: str | None = None) -> str:
     """The artifact format: ``explicit`` when given, else from the file extension; ValueError if unknown."""
     if explicit:

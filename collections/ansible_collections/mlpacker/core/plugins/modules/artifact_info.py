@@ -174,18 +174,21 @@ cached:
   sample: false
 """
 
-import hashlib
-import json
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mlpacker.core.plugins.module_utils.artifacts import (
+    code_dir_digest,
     collect_versions,
     describe_object,
     describe_onnx_session,
     detect_format,
     sha256_file,
+)
+from ansible_collections.mlpacker.core.plugins.module_utils.result_cache import (
+    entry_path,
+    read_entry,
+    write_entry,
 )
 from ansible_collections.mlpacker.core.plugins.module_utils.stage_loading import (
     MissingLibraryError,
@@ -194,22 +197,6 @@ from ansible_collections.mlpacker.core.plugins.module_utils.stage_loading import
     load_artifact,
     load_function,
 )
-
-
-def code_dir_digest(code_dir):
-    """sha256 and total size over a code tree (relative paths and contents, in sorted order)."""
-    digest = hashlib.sha256()
-    total_size = 0
-    for root, dirs, files in os.walk(code_dir):
-        dirs[:] = sorted(name for name in dirs if name != "__pycache__")
-        for name in sorted(files):
-            if name.endswith(".pyc"):
-                continue
-            full_path = os.path.join(root, name)
-            digest.update(os.path.relpath(full_path, code_dir).encode("utf-8") + b"\0")
-            digest.update(sha256_file(full_path).encode("ascii"))
-            total_size += os.path.getsize(full_path)
-    return digest.hexdigest(), total_size
 
 
 def inspect_function(module):
@@ -252,13 +239,11 @@ def inspect_file(module):
     }
     cache_path = None
     if module.params["cache_dir"]:
-        key = json.dumps(
+        cache_path = entry_path(
+            module.params["cache_dir"],
             [fresh["sha256"], artifact_format, sorted(module.params["trusted_types"]), fresh["versions"]],
-            sort_keys=True,
         )
-        entry_name = hashlib.sha256(key.encode()).hexdigest() + ".json"
-        cache_path = os.path.join(module.params["cache_dir"], entry_name)
-        cached = read_cached_facts(cache_path)
+        cached = read_entry(cache_path)
         if cached is not None:
             return dict(cached, cached=True, **fresh)
     facts = load_and_describe(path, artifact_format, module.params["trusted_types"])
@@ -278,24 +263,9 @@ def load_and_describe(path, artifact_format, trusted_types):
     return facts
 
 
-def read_cached_facts(cache_path):
-    try:
-        with open(cache_path, encoding="utf-8") as handle:
-            facts = json.load(handle)
-    except (OSError, ValueError):
-        return None  # absent or damaged: load the artifact again and rewrite it
-    return facts if isinstance(facts, dict) else None
-
-
 def write_cached_facts(module, cache_path, facts):
-    cache_dir = os.path.dirname(cache_path)
     try:
-        os.makedirs(cache_dir, exist_ok=True)
-        # Written whole then renamed: a concurrent run never reads half a file.
-        fd, tmp_path = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(facts, handle, sort_keys=True)
-        os.replace(tmp_path, cache_path)
+        write_entry(cache_path, facts)
     except OSError as exc:
         module.warn(f"cache_dir: cannot write {cache_path} ({exc}); the artifact is loaded again next run")
 

@@ -19,7 +19,10 @@ description:
     deterministic for a O(seed)) with the first stage's feature count. If that count is unknown (a function
       stage,
     an estimator without C(n_features_in_)) the module fails and asks for C(mlpacker_smoke_instances).
-  - Runs on the controller (use C(delegate_to=localhost) and C(run_once=true)) and changes nothing.
+  - Runs on the controller (use C(delegate_to=localhost) and C(run_once=true)) and changes nothing but its
+    optional cache.
+  - With O(cache_dir), the result is kept per stage description, artifact content (sha256), function code,
+    input rows and installed library versions, so a re-run with the same inputs skips loading the stages.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -56,6 +59,11 @@ options:
     description: Random seed for the generated rows.
     type: int
     default: 0
+  cache_dir:
+    description:
+      - Controller directory that keeps computed results. Created when missing. When it cannot be written,
+        the module warns and goes on without it.
+    type: path
 requirements:
   - numpy, and the libraries the stages need (scikit-learn, joblib, skops, onnxruntime) in the controller's
     Python.
@@ -88,14 +96,31 @@ predictions:
   type: list
   elements: raw
   sample: [1]
+cached:
+  description: Whether the result came from O(cache_dir) (no stage was loaded).
+  returned: success
+  type: bool
+  sample: false
 """
+
+import os
+import sys
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mlpacker.core.plugins.module_utils.artifacts import (
+    VERSIONED_LIBRARIES,
+    code_dir_digest,
+    collect_versions,
     describe_onnx_session,
     n_features_in,
+    sha256_file,
 )
 from ansible_collections.mlpacker.core.plugins.module_utils.json_safe import to_json_safe
+from ansible_collections.mlpacker.core.plugins.module_utils.result_cache import (
+    entry_path,
+    read_entry,
+    write_entry,
+)
 from ansible_collections.mlpacker.core.plugins.module_utils.stage_loading import (
     MissingLibraryError,
     StageError,
@@ -131,6 +156,29 @@ def generate_instances(n_features, n_samples, seed):
     return to_json_safe(rows)
 
 
+def cache_key(params):
+    """Everything the result depends on: the stages as described, each artifact's content, the function code,
+    the rows asked for, and the controller's Python and library versions."""
+    stages = []
+    code_dirs = set()
+    for stage in params["stages"]:
+        described = dict(stage)
+        if stage.get("artifact"):
+            described["artifact_sha256"] = sha256_file(stage["artifact"])
+        if stage.get("function"):
+            code_dirs.add(stage.get("code_dir") or params["code_dir"])
+        stages.append(described)
+    formats = sorted({stage.get("format") or "function" for stage in params["stages"]})
+    libraries = sorted({name for fmt in formats for name in VERSIONED_LIBRARIES.get(fmt, ("numpy",))})
+    return {
+        "stages": stages,
+        "code": {p: code_dir_digest(p)[0] for p in sorted(code_dirs - {None}) if os.path.isdir(p)},
+        "rows": [params["instances"], params["n_samples"], params["seed"]],
+        "python": list(sys.version_info[:3]),
+        "versions": collect_versions("function", tuple(libraries)),
+    }
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -139,6 +187,7 @@ def main():
             "instances": {"type": "list", "elements": "raw"},
             "n_samples": {"type": "int", "default": 5},
             "seed": {"type": "int", "default": 0},
+            "cache_dir": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -151,6 +200,15 @@ def main():
         module.fail_json(msg="; ".join(problems))
     if module.params["n_samples"] < 1:
         module.fail_json(msg=f"n_samples: {module.params['n_samples']} must be at least 1")
+    cache_path = None
+    if module.params["cache_dir"]:
+        try:
+            cache_path = entry_path(module.params["cache_dir"], cache_key(module.params))
+        except OSError as exc:
+            module.fail_json(msg=f"cannot read a stage's artifact or code: {exc}")
+        cached = read_entry(cache_path)
+        if cached is not None and {"instances", "predictions"} <= set(cached):
+            module.exit_json(changed=False, cached=True, **cached)
     instances = module.params["instances"]
     try:
         if not instances:
@@ -167,7 +225,13 @@ def main():
         module.fail_json(msg=f"cannot compute reference predictions: {exc}", missing_library=exc.library)
     except StageError as exc:
         module.fail_json(msg=f"cannot compute reference predictions: {exc}")
-    module.exit_json(changed=False, instances=instances, predictions=predictions)
+    result = {"instances": instances, "predictions": predictions}
+    if cache_path is not None:
+        try:
+            write_entry(cache_path, result)
+        except OSError as exc:
+            module.warn(f"cache_dir: cannot write {cache_path} ({exc}); the stages are loaded again next run")
+    module.exit_json(changed=False, cached=False, **result)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import joblib
@@ -84,3 +85,39 @@ def test_stage_failure_is_reported(run_module, models_dir: Path) -> None:
     result = run_module("pipeline_reference", {"stages": stages, "instances": [[1.0, 2.0]]})
     assert result["failed"] is True
     assert "stage 'scale' (transform) failed: ValueError" in result["msg"]
+
+
+def test_cache_answers_a_rerun_and_follows_the_artifact_content(
+    run_module, models_dir: Path, tmp_path: Path
+) -> None:
+    stages = split_stages(models_dir)
+    args = {"stages": stages, "n_samples": 3, "seed": 7, "cache_dir": str(tmp_path / "cache")}
+    computed = run_module("pipeline_reference", args)
+    assert computed["cached"] is False, computed
+    again = run_module("pipeline_reference", args)
+    assert again["cached"] is True
+    assert (again["instances"], again["predictions"]) == (computed["instances"], computed["predictions"])
+    # other rows asked for: computed, not taken from the cache
+    assert run_module("pipeline_reference", {**args, "seed": 8})["cached"] is False
+    # the same path with other content (a retrained classifier): computed again, with the new answers
+    copied = tmp_path / "models"
+    copied.mkdir()
+    for name in ("scaler.joblib", "classifier.pkl"):
+        (copied / name).write_bytes((models_dir / name).read_bytes())
+    moved = {**args, "stages": split_stages(copied)}
+    assert run_module("pipeline_reference", moved)["cached"] is False
+    classifier = joblib.load(copied / "classifier.pkl")
+    classifier.coef_ = classifier.coef_ * 2
+    (copied / "classifier.pkl").write_bytes(pickle.dumps(classifier))
+    retrained = run_module("pipeline_reference", moved)
+    assert retrained["cached"] is False
+    assert retrained["predictions"] != computed["predictions"]
+
+
+def test_damaged_cache_entry_is_computed_again(run_module, models_dir: Path, tmp_path: Path) -> None:
+    args = {"stages": split_stages(models_dir), "n_samples": 2, "cache_dir": str(tmp_path / "cache")}
+    first = run_module("pipeline_reference", args)
+    for entry in (tmp_path / "cache").iterdir():
+        entry.write_text("{not json")
+    second = run_module("pipeline_reference", args)
+    assert second["cached"] is False and second["predictions"] == first["predictions"]
