@@ -9,12 +9,14 @@ has neither ``docker`` nor ``requests``, and ``docker_image_build`` needs the bu
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import socket
 import time
 import urllib.error
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ansible.module_utils.urls import open_url
@@ -36,6 +38,29 @@ RUN_SPEC_KEYS = (
     "log_options",
 )
 SPEC_HASH_LABEL = "mlpacker.spec-hash"
+# One lock per host for MLPacker's image builds and removals on its engine (see engine_lock).
+ENGINE_LOCK_FILE = "/run/mlpacker-docker.lock"
+
+
+@contextlib.contextmanager
+def engine_lock(exclusive: bool, path: str = ENGINE_LOCK_FILE) -> Iterator[None]:
+    """Builds hold the lock shared, image removals exclusive, so the two never overlap on one engine.
+
+    Why: removing an image also removes its untagged parent layers, and the classic builder reuses such layers
+    as cache without holding them; a build running beside another pipeline's undeploy then fails with
+    "unknown parent image ID". Builds still run side by side. Where the lock file cannot be opened (read-only
+    /run), the work goes on unlocked, as it did before.
+    """
+    try:
+        handle = open(path, "a", encoding="ascii")  # noqa: SIM115 (closed below, after the work)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        handle.close()
 
 
 class DockerError(Exception):

@@ -90,7 +90,11 @@ import os
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.mlpacker.core.plugins.module_utils.container_engine import DockerCli, DockerError
+from ansible_collections.mlpacker.core.plugins.module_utils.container_engine import (
+    DockerCli,
+    DockerError,
+    engine_lock,
+)
 
 
 def present(module: AnsibleModule, docker: DockerCli) -> dict[str, Any]:
@@ -120,7 +124,8 @@ def present(module: AnsibleModule, docker: DockerCli) -> dict[str, Any]:
                 argv += ["--label", f"{key}={value}"]
             # without buildx the CLI refuses BuildKit; the classic builder needs nothing more
             environment = None if docker.has_buildx() else {"DOCKER_BUILDKIT": "0"}
-            docker.run([*argv, context], env=environment)
+            with engine_lock(exclusive=False):
+                docker.run([*argv, context], env=environment)
         else:
             docker.run(["load", "--input", params["archive_path"]])
         image = docker.inspect("image", name)
@@ -140,7 +145,8 @@ def absent(module: AnsibleModule, docker: DockerCli) -> dict[str, Any]:
     if docker.inspect("image", module.params["name"]) is None:
         return {"changed": False, "operation": "none", "image_id": None}
     if not module.check_mode:
-        docker.run(["image", "rm", module.params["name"]])
+        with engine_lock(exclusive=True):
+            docker.run(["image", "rm", module.params["name"]])
     return {"changed": True, "operation": "removed", "image_id": None}
 
 

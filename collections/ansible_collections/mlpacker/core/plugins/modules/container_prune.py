@@ -72,7 +72,11 @@ import os
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.mlpacker.core.plugins.module_utils.container_engine import DockerCli, DockerError
+from ansible_collections.mlpacker.core.plugins.module_utils.container_engine import (
+    DockerCli,
+    DockerError,
+    engine_lock,
+)
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 
@@ -94,7 +98,8 @@ def prune(module: AnsibleModule, docker: DockerCli) -> dict[str, Any]:
         removed["images"] = [image for image in docker.ids("image", labels) if image not in kept]
         if removed["images"] and not module.check_mode:
             # --force: one image id may carry several tags (same release built twice under two names)
-            docker.run(["image", "rm", "--force", *removed["images"]])
+            with engine_lock(exclusive=True):
+                docker.run(["image", "rm", "--force", *removed["images"]])
     if "volumes" in kinds:
         removed["volumes"] = docker.ids("volume", labels)
         if removed["volumes"] and not module.check_mode:

@@ -4,17 +4,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import os
 import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from ansible_collections.mlpacker.core.plugins.module_utils.container_engine import (
     DockerCli,
     DockerError,
+    engine_lock,
     run_argv,
     spec_hash,
     wait_ready,
@@ -125,3 +128,31 @@ def test_wait_ready_stops_when_the_container_exits(ready_server: int) -> None:
 def test_wait_ready_times_out() -> None:
     problem = wait_ready("http://127.0.0.1:1/health/ready", 0.2, lambda: True, interval=0.05)
     assert problem is not None and "not ready within" in problem
+
+
+@pytest.mark.parametrize(
+    ("held_exclusive", "other_exclusive", "other_gets_it"),
+    [(False, False, True), (False, True, False), (True, False, False), (True, True, False)],
+)
+def test_engine_lock_lets_builds_share_and_keeps_removals_apart(
+    tmp_path: Path, held_exclusive: bool, other_exclusive: bool, other_gets_it: bool
+) -> None:
+    path = str(tmp_path / "engine.lock")
+    with engine_lock(exclusive=held_exclusive, path=path), open(path, encoding="ascii") as other:
+        # what a second run (another open file) gets while this one holds the lock
+        try:
+            fcntl.flock(other, (fcntl.LOCK_EX if other_exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            got_it = True
+        except BlockingIOError:
+            got_it = False
+    assert got_it is other_gets_it
+    # released on leaving the block
+    with open(path, encoding="ascii") as after:
+        fcntl.flock(after, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_engine_lock_without_a_writable_place_goes_on_unlocked(tmp_path: Path) -> None:
+    ran = []
+    with engine_lock(exclusive=True, path=str(tmp_path / "missing" / "engine.lock")):
+        ran.append(True)
+    assert ran == [True]
