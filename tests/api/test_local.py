@@ -1,9 +1,11 @@
 """The Python API and the CLI against real runs on this machine (``inventories/local``).
 
 One atomic REST pipeline (scale -> reduce -> classify in one service on the `cloud` group, localhost here) is
-deployed once for the module with :func:`mlpacker.deploy`, then inspected, probed (through the API and the
-CLI) and undeployed. A real gunicorn service answers real HTTP requests; the module always undeploys at the
-end. The distributed layout through the API runs over SSH in ``tests/api/test_testbed.py``.
+deployed once for the module with :func:`mlpacker.deploy`, then deployed again (changed=0), inspected, probed
+(through the API and the CLI) and undeployed, leaving no file, process or port. It is also the suite's atomic
+REST deploy on the local inventory (the playbook under the API is the same). A real gunicorn service under
+supervisord answers real HTTP requests; the module always undeploys at the end. The distributed layout through
+the API runs over SSH in ``tests/api/test_testbed.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tests.api.conftest import (
     unique_name,
     write_spec,
 )
+from tests.deploy.helpers import pipeline_leftovers, processes_mentioning, supervisor_pids
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +66,13 @@ def test_deploy_result(deployment: dict[str, Any], iris_models: Path) -> None:
     assert result.plan["services"][0]["stages"] == ["scale", "reduce", "classify"]
     # The entry point runs the whole pipeline: scale -> reduce -> classify in one process.
     assert post(entry, SAMPLE) == expected_predictions(iris_models, SAMPLE)
+    assert supervisor_pids([f"mlpacker-{result.plan['name']}"]), "the service runs under no supervisord"
+
+
+def test_second_deploy_changes_nothing(deployment: dict[str, Any]) -> None:
+    again = mlpacker.deploy(deployment["spec"], LOCAL_INVENTORY, **deployment["options"])
+    assert again.ok, [f.describe() for f in again.failures]
+    assert {host: stats.changed for host, stats in again.hosts.items()} == {"localhost": 0}
 
 
 def test_deploy_progress_events(deployment: dict[str, Any]) -> None:
@@ -126,3 +136,6 @@ def test_undeploy_stops_the_services(deployment: dict[str, Any]) -> None:
     deployment["undeployed"] = True  # the fixture need not undeploy again
     with pytest.raises(urllib.error.URLError):
         post(f"http://127.0.0.1:{deployment['port']}/predict", SAMPLE)
+    name = deployment["result"].plan["name"]
+    assert pipeline_leftovers(name) == []
+    assert processes_mentioning(f"/opt/mlpacker/{name}/") == []

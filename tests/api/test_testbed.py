@@ -1,8 +1,11 @@
 """The Python API over real SSH: a distributed pipeline on the test bed's edge/fog/cloud hosts.
 
 Deploys iris (scale on edge1+edge2, reduce on fog1, classify on cloud1) with ``mlpacker deploy``, checks the
-entry points it prints answer from the controller, runs status (inventory given as a mapping), probe and
-undeploy through the Python API; the module always undeploys at the end, also on failure.
+entry points it prints answer from the controller and that the services run under supervisord, deploys again
+(changed=0 on every host), runs status (inventory given as a mapping), probe and undeploy through the Python
+API, and checks that no file or process of the pipeline is left on any host. This is also the suite's REST
+distributed deploy over SSH (the playbook under the CLI is the same); the other three combinations are in
+``tests/deploy/test_testbed.py``. The module always undeploys at the end, also on failure.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from tests.api.conftest import (
     unique_name,
     write_spec,
 )
+from tests.deploy.helpers import leftovers_on_testbed_host
 
 pytestmark = [pytest.mark.slow, pytest.mark.testbed]
+FLEET = ("edge1", "edge2", "fog1", "cloud1")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +70,7 @@ def test_cli_deploy_over_ssh(fleet_deployment: dict[str, Any], iris_models: Path
     assert deploy.returncode == 0, deploy.stderr
     # Progress on stderr with the recap of every host; entry points last, on stdout.
     assert "  - pipeline : Validate" in deploy.stderr
-    for host in ("edge1", "edge2", "fog1", "cloud1"):
+    for host in FLEET:
         assert f"  {host}: ok=" in deploy.stderr and f"  {host}: ok=0" not in deploy.stderr
     assert "deploy: successful" in deploy.stderr
     port = fleet_deployment["port"]
@@ -75,6 +80,17 @@ def test_cli_deploy_over_ssh(fleet_deployment: dict[str, Any], iris_models: Path
     want = expected_predictions(iris_models, SAMPLE)
     for url in expected_urls:
         assert post(url, SAMPLE) == want
+    # The services run detached under supervisord on each host, not tied to the SSH session.
+    for host in FLEET:
+        assert bed.run(host, "pgrep -f '[s]upervisord -c' >/dev/null", check=False).returncode == 0, host
+
+
+def test_second_deploy_changes_nothing_on_any_host(fleet_deployment: dict[str, Any]) -> None:
+    bed = fleet_deployment["bed"]
+    again = mlpacker.deploy(fleet_deployment["spec"], bed.inventory_path, **fleet_deployment["options"])
+    assert again.ok, [f.describe() for f in again.failures]
+    changed = {host: stats.changed for host, stats in again.hosts.items()}
+    assert set(changed) >= set(FLEET) and set(changed.values()) == {0}, changed
 
 
 def test_status_with_inventory_mapping(fleet_deployment: dict[str, Any]) -> None:
@@ -107,3 +123,6 @@ def test_undeploy_over_ssh(fleet_deployment: dict[str, Any]) -> None:
     fleet_deployment["undeployed"] = True  # the fixture need not undeploy again
     with pytest.raises(urllib.error.URLError):
         post(f"http://{bed.address('edge1')}:{fleet_deployment['port']}/predict", SAMPLE)
+    name = yaml.safe_load(fleet_deployment["spec"].read_text())["mlpacker_pipeline"]["name"]
+    for host in FLEET:
+        assert leftovers_on_testbed_host(bed, host, name) == "", host

@@ -294,3 +294,17 @@ def pipeline_leftovers(name: str) -> list[str]:
     if conf_dir.is_dir():
         leftovers += [str(path) for path in conf_dir.glob(f"mlpacker-{name}*.conf")]
     return leftovers
+
+
+def leftovers_on_testbed_host(bed: Any, host: str, name: str) -> str:
+    """What pipeline ``name`` left on test-bed host ``host`` (files, supervisord programs, processes); empty
+    after a clean undeploy."""
+    listing = bed.run(
+        host,
+        f"ls -d /opt/mlpacker/{name} /var/log/mlpacker/{name}"
+        f" /etc/mlpacker/supervisor/conf.d/mlpacker-{name}* 2>/dev/null;"
+        # [/]: the pattern must not match this shell's own command line.
+        f" pgrep -af '[/]opt/mlpacker/{name}/' || true",
+        check=False,
+    )
+    return listing.stdout.strip()

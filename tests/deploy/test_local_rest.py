@@ -2,7 +2,8 @@
 
 One distributed deployment is shared by the tests of this module, in order: predictions, record, status,
 idempotence, check mode, an artifact update, a release that fails its check, one that passes its check but
-fails its canary's health check, undeploy.
+fails its canary's health check, undeploy. The atomic REST layout on this machine is deployed through the
+Python API in ``tests/api/test_local.py`` (idempotence and leftovers are checked there).
 """
 
 from __future__ import annotations
@@ -301,35 +302,3 @@ def test_undeploy_leaves_no_process_port_or_file(
     assert not (Path(controller_dirs["mlpacker_state_dir"]) / f"{distributed.name}.json").exists()
     again = distributed.play("undeploy.yml")
     assert again.rc == 0 and again.changed() == {"localhost": 0}, again.describe()
-
-
-@pytest.fixture(scope="module")
-def atomic(deploy_root: Path, iris_models: dict[str, Path], controller_dirs: dict[str, str]):
-    name = "t-rest-atomic"
-    base_port = free_port_block(1)
-    spec_file = write_vars_file(
-        deploy_root / f"{name}.yml", iris_spec(name, "rest", "atomic", iris_models, base_port)
-    )
-    controller_vars = write_vars_file(deploy_root / "controller.yml", controller_dirs)
-    deployment = Deployment(name, spec_file, controller_vars, base_port, dict(iris_models))
-    try:
-        yield deployment
-    finally:
-        if pipeline_leftovers(name):
-            deployment.play("undeploy.yml")
-
-
-def test_atomic_deploy_is_idempotent_and_undeploys(atomic: Deployment) -> None:
-    first = atomic.play("deploy.yml")
-    assert first.rc == 0, first.describe()
-    expected = in_process_predictions(
-        [atomic.models["scaler"], atomic.models["pca"], atomic.models["classifier"]], IRIS_SAMPLES
-    )
-    assert post_predict(f"http://127.0.0.1:{atomic.base_port}/predict", IRIS_SAMPLES) == expected
-    assert supervisor_pids([f"mlpacker-{atomic.name}"]), "the atomic service is not running under supervisord"
-    second = atomic.play("deploy.yml")
-    assert second.rc == 0 and second.changed() == {"localhost": 0}, second.describe()
-    removed = atomic.play("undeploy.yml")
-    assert removed.rc == 0, removed.describe()
-    assert pipeline_leftovers(atomic.name) == []
-    assert not port_is_listening("127.0.0.1", atomic.base_port)
