@@ -119,6 +119,8 @@ def main():
         changes = plan_context(params["path"], files, params["directories"], params["wheelhouse"])
     except ValueError as exc:
         module.fail_json(msg=f"directories: {exc}")
+    except OSError as exc:
+        module.fail_json(msg=f"cannot read the build context {params['path']}: {exc}")
     described = [f"{kind}:{name}" for kind, name in changes]
     result = {"changed": bool(changes), "changes": described}
     if module._diff:
