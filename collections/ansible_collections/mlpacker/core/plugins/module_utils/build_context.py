@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import tempfile
+
+from ansible_collections.mlpacker.core.plugins.module_utils.atomic_file import write_atomically
 
 DIRECTORY_MODE = 0o755
 
@@ -70,20 +71,6 @@ def make_directories(target):
         os.chmod(folder, DIRECTORY_MODE)
 
 
-def write_file(target, content, mode):
-    """Replace ``target`` atomically (a reader never sees half a file)."""
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(content.encode("utf-8"))
-        os.chmod(temporary, mode)
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def link_tree(source, target):
     """``target`` as a copy of ``source`` made of hard links (a plain copy across file systems); it appears
     whole or not at all."""
@@ -107,7 +94,7 @@ def apply_context(path, files, directories, wheelhouse, changes):
         if kind == "directory":
             make_directories(target)
         elif kind == "file":
-            write_file(target, files[name]["content"], files[name]["mode"])
+            write_atomically(target, files[name]["content"].encode("utf-8"), files[name]["mode"])
         elif kind == "mode":
             os.chmod(target, files[name]["mode"])
         elif kind == "wheelhouse":

@@ -2,8 +2,8 @@
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """A folder of JSON results keyed by a hash of everything they depend on (the controller's caches).
 
-An entry is written whole and renamed into place, so a concurrent run never reads half of one; a damaged or
-missing entry reads as absent and is computed again.
+An entry is written whole and renamed into place (``atomic_file``), so a concurrent run never reads half of
+one; a damaged or missing entry reads as absent and is computed again.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+
+from ansible_collections.mlpacker.core.plugins.module_utils.atomic_file import write_atomically
 
 
 def entry_path(cache_dir, key_material):
@@ -31,15 +32,7 @@ def read_entry(path):
 
 
 def write_entry(path, data):
-    """Write ``data`` to ``path`` atomically (raises OSError when the folder cannot be written)."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, sort_keys=True)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """Write ``data`` to ``path`` atomically, readable by the controller's user only (raises OSError when the
+    folder cannot be written)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_atomically(path, json.dumps(data, sort_keys=True).encode("utf-8"), 0o600)

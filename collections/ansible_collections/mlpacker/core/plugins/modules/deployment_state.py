@@ -129,12 +129,11 @@ entries:
 """
 
 import json
-import os
-import tempfile
 import urllib.error
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
+from ansible_collections.mlpacker.core.plugins.module_utils.atomic_file import write_atomically
 from ansible_collections.mlpacker.core.plugins.module_utils.container_engine import DockerCli
 from ansible_collections.mlpacker.core.plugins.module_utils.host_manifest import (
     host_manifest,
@@ -210,13 +209,8 @@ def record(module, manifest):
         "after": {"fingerprint": module.params["fingerprint"], "entries": len(manifest)},
     }
     if changed and not module.check_mode:
-        folder = os.path.dirname(path)
         try:
-            fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".deployed-", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(document + "\n")
-            os.chmod(tmp_path, 0o600)
-            os.replace(tmp_path, path)
+            write_atomically(path, (document + "\n").encode("utf-8"), 0o600)
         except OSError as exc:
             module.fail_json(msg=f"path: cannot write {path}: {exc}")
     return changed, diff
