@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.testbed import BASE_IMAGE, Testbed
-from tests.testbed.testbed import DOCKER_BIP_PREFIX
+from tests.testbed.testbed import DOCKER_BIP_PREFIX, TestbedError, debian_mirror
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
@@ -269,3 +269,32 @@ def test_published_container_port_is_reachable_from_other_hosts(testbed_docker: 
         assert name not in testbed_docker.run("edge2", "docker ps -a --format '{{.Names}}'").stdout.split()
     finally:
         testbed_docker.run("edge1", f"docker rm -f {name}", check=False)
+
+
+@pytest.mark.parametrize(
+    ("content", "mirror"),
+    [
+        (
+            "Types: deb\nURIs: http://mirror.test/debian\nSuites: bookworm\n\n"
+            "Types: deb\nURIs: http://mirror.test/debian-security\nSuites: bookworm-security\n",
+            "http://mirror.test/debian",
+        ),
+        (
+            "# a comment\ndeb http://mirror.test/debian-security bookworm-security main\n"
+            "deb [arch=amd64 signed-by=/k.gpg] http://mirror.test/debian/ bookworm main\n",
+            "http://mirror.test/debian/",
+        ),
+        ("deb [trusted=yes] file:///srv/debian bookworm main\n", "file:///srv/debian"),
+    ],
+)
+def test_debian_mirror_comes_from_the_apt_sources(tmp_path: Path, content: str, mirror: str) -> None:
+    sources = tmp_path / "sources"
+    sources.write_text(content)
+    assert debian_mirror((tmp_path / "missing", sources)) == mirror
+
+
+def test_no_debian_mirror_is_a_clear_error(tmp_path: Path) -> None:
+    sources = tmp_path / "sources"
+    sources.write_text("deb http://mirror.test/debian-security bookworm-security main\n")
+    with pytest.raises(TestbedError, match="no Debian mirror found in the apt sources"):
+        debian_mirror((sources,))

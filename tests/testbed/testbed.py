@@ -52,7 +52,8 @@ BASE_IMAGE = "mlpacker-base:bookworm"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_CACHE_DIR = REPO_ROOT / ".cache"
 BASE_IMAGE_TARBALL = IMAGE_CACHE_DIR / "mlpacker-base-bookworm.docker.tar"
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
+# The machine's own apt sources name the Debian mirror the base image is made from (the first URIs/deb line).
+APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # name -> (inventory group, last octet); docker engines only on the deployment groups
@@ -284,6 +285,30 @@ def file_lock(path: Path, *, blocking: bool = True, timeout: float = 1800) -> It
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def debian_mirror(sources: tuple[Path, ...] = APT_SOURCES) -> str:
+    """The Debian archive this machine's apt uses (deb822 ``URIs:`` or a one-line ``deb`` entry; security
+    archives skipped), for debootstrap: a mirror is the machine's setting, not the test bed's."""
+    for path in sources:
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            words = line.split("#", 1)[0].split()
+            if words[:1] == ["URIs:"]:
+                uris = words[1:]
+            elif words[:1] == ["deb"]:
+                # deb [arch=amd64 signed-by=...] URI SUITE COMPONENTS...
+                rest = words[1:]
+                while rest and rest[0].startswith("[") and not rest[0].endswith("]"):
+                    rest = [rest[0] + " " + rest[1], *rest[2:]] if len(rest) > 1 else []
+                uris = rest[1:2] if rest[:1] and rest[0].startswith("[") else rest[:1]
+            else:
+                continue
+            for uri in uris:
+                if not uri.rstrip("/").endswith("-security"):
+                    return uri
+    raise TestbedError(f"no Debian mirror found in the apt sources ({', '.join(map(str, sources))})")
 
 
 def require_root_and_tools(docker: bool = False) -> None:
@@ -735,7 +760,7 @@ def build_base_image(force: bool = False) -> Path:
                     "--include=python3,python3-venv,python3-pip,ca-certificates",
                     "bookworm",
                     str(rootfs),
-                    DEBIAN_MIRROR,
+                    debian_mirror(),
                 ],
                 timeout=1200,
             )
