@@ -35,17 +35,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from mlpacker.runner import InventorySource, ProgressCallback, run_playbook
+from mlpacker.runner import InventorySource, ProgressCallback, find_playbook_source, run_playbook
 from mlpacker.spec import PipelineSource, load_spec
 
-PLAYBOOKS = {
-    "deploy": "playbooks/deploy.yml",
-    "status": "playbooks/status.yml",
-    "probe": "playbooks/probe.yml",
-    "undeploy": "playbooks/undeploy.yml",
-}
+WORKING_DIR_VAR = "mlpacker_working_dir"
 
 
 def build_extravars(
@@ -75,14 +71,21 @@ def _run(
     state_dir: str | os.PathLike[str] | None,
     extravars: Mapping[str, Any] | None,
     progress: ProgressCallback | None,
+    project_dir: str | os.PathLike[str] | None = None,
     **run_options: Any,
 ):
     variables = build_extravars(pipeline, broker=broker, state_dir=state_dir, extravars=extravars)
+    source = find_playbook_source(project_dir)
+    if not source.is_project:
+        # The collection's own playbooks live inside the installed package, so their folder means nothing to
+        # the user: a relative base_dir (and artifact path) resolves against the spec file's folder instead.
+        spec_path = load_spec(pipeline).path
+        variables.setdefault(WORKING_DIR_VAR, str(spec_path.parent if spec_path else Path.cwd()))
     return run_playbook(
         operation,
-        PLAYBOOKS[operation],
         inventory=inventory,
         extravars=variables,
+        source=source,
         progress=progress,
         **run_options,
     )
@@ -98,7 +101,7 @@ def deploy(
     progress: ProgressCallback | None = None,
     **run_options: Any,
 ):
-    """Deploy the pipeline (``playbooks/deploy.yml``); ``result.entry_points`` holds where to send data."""
+    """Deploy the pipeline (the ``deploy`` playbook); ``result.entry_points`` holds where to send data."""
     return _run(
         "deploy",
         pipeline,
@@ -121,7 +124,7 @@ def status(
     progress: ProgressCallback | None = None,
     **run_options: Any,
 ):
-    """Report the deployed services' state (``playbooks/status.yml``); see ``result.service_status``."""
+    """Report the deployed services' state (the ``status`` playbook); see ``result.service_status``."""
     return _run(
         "status",
         pipeline,
@@ -144,7 +147,7 @@ def probe(
     progress: ProgressCallback | None = None,
     **run_options: Any,
 ):
-    """Check every entry point answers (``playbooks/probe.yml``); see ``result.probe``."""
+    """Check every entry point answers (the ``probe`` playbook); see ``result.probe``."""
     return _run(
         "probe",
         pipeline,
@@ -167,7 +170,7 @@ def undeploy(
     progress: ProgressCallback | None = None,
     **run_options: Any,
 ):
-    """Stop and remove the pipeline's services (``playbooks/undeploy.yml``)."""
+    """Stop and remove the pipeline's services (the ``undeploy`` playbook)."""
     return _run(
         "undeploy",
         pipeline,

@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("-l", "--limit", help="limit the run to these hosts/groups (Ansible pattern)")
         sub.add_argument(
-            "--project-dir", help="the MLPacker project (folder with playbooks/); default: this checkout"
+            "--project-dir",
+            help="an MLPacker project (folder with playbooks/); default: this checkout, else the collection "
+            "installed with mlpacker",
         )
         sub.add_argument(
             "--keep-artifacts",

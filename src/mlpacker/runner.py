@@ -1,4 +1,4 @@
-"""Run a playbook of this project through ansible-runner, with a private data dir laid out like AWX's.
+"""Run a playbook of MLPacker through ansible-runner, with a private data dir laid out like AWX's.
 
 Layout of the private data dir (what AWX/Tower builds for a job, and what ``ansible-runner run`` reads)::
 
@@ -8,11 +8,15 @@ Layout of the private data dir (what AWX/Tower builds for a job, and what ``ansi
       inventory/hosts.yml  only when the inventory is given as a mapping
       artifacts/<ident>/   job events, stdout, rc, status
 
-The project (``project_dir``, the folder holding ``playbooks/`` and ``collections/``) is used in place, as
-the run's working directory, the way AWX runs a job from its project checkout. The repository's own
-collection (``collections/ansible_collections/mlpacker/core``) is found through ``ANSIBLE_COLLECTIONS_PATH``
-pointing at the project's ``collections/`` folder; AWX finds the collections of
-``collections/requirements.yml`` the same way after a project sync.
+Where the playbooks come from (:func:`find_playbook_source`):
+
+* a **project** (a checkout of the MLPacker repository, or any folder with ``playbooks/deploy.yml`` and
+  ``collections/``): used in place, as the run's working directory, the way AWX runs a job from its project
+  checkout; ``playbooks/<operation>.yml`` runs, and the project's ``collections/`` comes first in
+  ``ANSIBLE_COLLECTIONS_PATH`` (AWX finds the collections of ``collections/requirements.yml`` the same way);
+* else the **collection installed with this package** (a wheel carries ``mlpacker.core`` as package data
+  under ``mlpacker/_collections``): the collection's playbook ``mlpacker.core.<operation>`` runs from the
+  current directory, so ``pip install mlpacker`` is all a user needs.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,32 +46,61 @@ _STDOUT_TAIL_LINES = 25
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def find_project_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The Ansible project holding ``playbooks/``: ``explicit``, else ``$MLPACKER_PROJECT_DIR``, else the
-    checkout this package lives in (``src/mlpacker`` -> repository root), else the current directory."""
-    candidates: list[Path] = []
-    if explicit is not None:
-        candidates = [Path(explicit)]
-    elif os.environ.get(PROJECT_ENV):
-        candidates = [Path(os.environ[PROJECT_ENV])]
-    else:
-        candidates = [Path(__file__).resolve().parents[2], Path.cwd()]
+# The collection a wheel of this package carries (pyproject.toml: package ``mlpacker._collections``).
+PACKAGED_COLLECTIONS = Path(__file__).resolve().parent / "_collections"
+COLLECTION_FILE = Path("ansible_collections") / "mlpacker" / "core" / "galaxy.yml"
+
+
+@dataclass(frozen=True)
+class PlaybookSource:
+    """Where a run's playbooks and the ``mlpacker.core`` collection come from."""
+
+    run_dir: Path  # the run's working directory (ansible-runner's project_dir)
+    collections_dir: Path  # first entry of ANSIBLE_COLLECTIONS_PATH
+    is_project: bool  # a project's playbooks/*.yml, else the collection's own playbooks
+
+    def playbook(self, operation: str) -> str:
+        """The playbook of an operation (deploy, status, probe, undeploy)."""
+        return f"playbooks/{operation}.yml" if self.is_project else f"mlpacker.core.{operation}"
+
+
+def find_playbook_source(explicit: str | os.PathLike[str] | None = None) -> PlaybookSource:
+    """``explicit`` (a project folder), else ``$MLPACKER_PROJECT_DIR``, else the checkout this package
+    lives in (``src/mlpacker`` -> repository root), else the current directory when it is a project, else
+    the collection packaged with this installation of ``mlpacker``."""
+    if explicit is not None or os.environ.get(PROJECT_ENV):
+        candidate = Path(explicit if explicit is not None else os.environ[PROJECT_ENV])
+        if not (candidate / "playbooks").is_dir():
+            raise ProjectError(f"no MLPacker project (a folder with playbooks/) at {candidate}")
+        return _project(candidate)
+    candidates = [Path(__file__).resolve().parents[2], Path.cwd()]
     for candidate in candidates:
-        if (candidate / "playbooks").is_dir():
-            return candidate.resolve()
+        if (candidate / "playbooks" / "deploy.yml").is_file():
+            return _project(candidate)
+    if (PACKAGED_COLLECTIONS / COLLECTION_FILE).is_file():
+        return PlaybookSource(run_dir=Path.cwd(), collections_dir=PACKAGED_COLLECTIONS, is_project=False)
     tried = ", ".join(str(c) for c in candidates)
-    raise ProjectError(f"no MLPacker project (a folder with playbooks/) at {tried}; set {PROJECT_ENV}")
+    raise ProjectError(
+        f"no MLPacker project (a folder with playbooks/deploy.yml) at {tried}, and this installation of "
+        f"mlpacker carries no collection ({PACKAGED_COLLECTIONS / COLLECTION_FILE} is missing); "
+        f"set {PROJECT_ENV}"
+    )
 
 
-def collections_path(project_dir: Path, environ: Mapping[str, str] | None = None) -> str:
-    """``ANSIBLE_COLLECTIONS_PATH`` for a run: the project's ``collections/`` first, then what the caller had.
+def _project(folder: Path) -> PlaybookSource:
+    folder = folder.resolve()
+    return PlaybookSource(run_dir=folder, collections_dir=folder / "collections", is_project=True)
+
+
+def collections_path(collections_dir: Path, environ: Mapping[str, str] | None = None) -> str:
+    """``ANSIBLE_COLLECTIONS_PATH`` for a run: ``collections_dir`` first, then what the caller had.
 
     Collections installed with the ``ansible`` package (community.docker ...) are found anyway: Ansible
     always searches the ``ansible_collections`` package on its Python path.
     """
     env = os.environ if environ is None else environ
     existing = env.get("ANSIBLE_COLLECTIONS_PATH") or env.get("ANSIBLE_COLLECTIONS_PATHS") or ""
-    parts = [str(project_dir / "collections")]
+    parts = [str(collections_dir)]
     parts += [p for p in existing.split(os.pathsep) if p and p not in parts]
     if not existing:
         parts += [str(Path.home() / ".ansible" / "collections"), "/usr/share/ansible/collections"]
@@ -110,11 +144,12 @@ def _make_event_handler(progress: ProgressCallback | None) -> Callable[[dict[str
 
 def run_playbook(
     operation: str,
-    playbook: str,
+    playbook: str | None = None,
     *,
     inventory: InventorySource,
     extravars: Mapping[str, Any],
     project_dir: str | os.PathLike[str] | None = None,
+    source: PlaybookSource | None = None,
     progress: ProgressCallback | None = None,
     private_data_dir: str | os.PathLike[str] | None = None,
     envvars: Mapping[str, str] | None = None,
@@ -123,7 +158,9 @@ def run_playbook(
     timeout: int | None = None,
     show_output: bool = False,
 ) -> RunResult:
-    """Run ``playbook`` (relative to the project) and return its :class:`RunResult`.
+    """Run ``playbook`` (relative to the project; by default the operation's own playbook) and return its
+    :class:`RunResult`. ``source`` (else :func:`find_playbook_source` of ``project_dir``) says where the
+    playbooks and the collection come from.
 
     Without ``private_data_dir`` a temporary one is used and removed afterwards (it holds the extra vars,
     which may carry broker credentials); with one, it is kept and ``RunResult.artifact_dir`` points at the
@@ -131,9 +168,10 @@ def run_playbook(
     """
     import ansible_runner  # imported here: it is slow to import and the CLI's --help must stay fast
 
-    project = find_project_dir(project_dir)
-    if not (project / playbook).is_file():
-        raise ProjectError(f"playbook not found: {project / playbook}")
+    source = source or find_playbook_source(project_dir)
+    playbook = playbook or source.playbook(operation)
+    if source.is_project and not (source.run_dir / playbook).is_file():
+        raise ProjectError(f"playbook not found: {source.run_dir / playbook}")
 
     keep = private_data_dir is not None
     pdd = Path(private_data_dir) if keep else Path(tempfile.mkdtemp(prefix="mlpacker-run-"))
@@ -141,7 +179,7 @@ def run_playbook(
         pdd.mkdir(parents=True, exist_ok=True)
         inventory_arg = write_inventory(pdd, inventory)
         env: dict[str, str] = {
-            "ANSIBLE_COLLECTIONS_PATH": collections_path(project),
+            "ANSIBLE_COLLECTIONS_PATH": collections_path(source.collections_dir),
             # ansible-runner starts `ansible-playbook` from PATH: use the one next to this interpreter first,
             # so a virtualenv's CLI works without the virtualenv being activated.
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
@@ -150,7 +188,7 @@ def run_playbook(
         env.update(envvars or {})
         runner = ansible_runner.run(
             private_data_dir=str(pdd),
-            project_dir=str(project),
+            project_dir=str(source.run_dir),
             playbook=playbook,
             inventory=inventory_arg,
             extravars=dict(extravars),

@@ -1,0 +1,218 @@
+"""MLPacker installed the two ways a user installs it, used from folders outside this repository.
+
+- The collection: ``ansible-galaxy collection build`` makes the tarball, ``ansible-galaxy collection install``
+  puts it into an empty folder, and a playbook and inventory of the user's own (written in a temporary folder)
+  deploy the iris pipeline with ``mlpacker.core.pipeline`` and undeploy it with the collection's playbook
+  ``mlpacker.core.undeploy``. The runtime shipped to the host is the copy inside the installed collection.
+- The Python package: a wheel of this repository is ``pip install``ed into a fresh virtualenv, and its
+  ``mlpacker`` CLI deploys, reports and undeploys a spec whose artifact paths are relative to the spec file,
+  run from yet another folder.
+
+Both deploy REST atomic on this machine (a real gunicorn under supervisord) and check the answers against
+scikit-learn in this process, that nothing is left after the undeploy, and that neither run used the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sklearn
+import yaml
+
+from tests.api.conftest import SAMPLE, expected_predictions, free_port_block, post, unique_name
+from tests.deploy.helpers import parse_recap, pipeline_leftovers, processes_mentioning, train_iris
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+COLLECTION = REPO / "collections" / "ansible_collections" / "mlpacker" / "core"
+# What a copy of the repository for a wheel build leaves out (caches, virtualenvs, local build output).
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    ".cache",
+    ".test-logs",
+    "__pycache__",
+    "*.pyc",
+    "build",
+    "dist",
+    "*.egg-info",
+    "output",
+    ".pytest_cache",
+    ".ruff_cache",
+    "models",
+)
+
+
+def local_inventory(path: Path, python: Path) -> Path:
+    """This machine in every group, as a user would write it (not the repository's inventories/local)."""
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": str(python),
+        "ansible_host": "127.0.0.1",
+    }
+    inventory = {
+        "all": {
+            "hosts": {"localhost": host},
+            "vars": {"mlpacker_python": "/usr/bin/python3"},
+            "children": {group: {"hosts": {"localhost": None}} for group in ("edge", "fog", "cloud")},
+        }
+    }
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's shell: no collection path or project of this repository's tests."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MLPACKER_", "VIRTUAL_ENV"))}
+    env.update({"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **extra})
+    return env
+
+
+def run(argv: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 900) -> str:
+    result = subprocess.run(
+        [str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{argv[:3]} exited {result.returncode}:\n{output[-6000:]}"
+    return output
+
+
+def test_collection_tarball_installed_elsewhere_deploys(tmp_path: Path) -> None:
+    dist, installed, project = tmp_path / "dist", tmp_path / "collections", tmp_path / "project"
+    project.mkdir()
+    env = clean_env(ANSIBLE_COLLECTIONS_PATH=str(installed), PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+    galaxy = VENV_BIN / "ansible-galaxy"
+    run([galaxy, "collection", "build", COLLECTION, "--output-path", dist], tmp_path, env)
+    tarball = next(dist.glob("mlpacker-core-*.tar.gz"))
+    run([galaxy, "collection", "install", tarball, "-p", installed], tmp_path, env)
+    installed_runtime = installed / "ansible_collections" / "mlpacker" / "core" / "runtime"
+    assert (installed_runtime / "mlpacker_runtime" / "__init__.py").is_file()
+
+    models = train_iris(project / "models")
+    name, port = unique_name("tarball"), free_port_block(4)
+    spec = project / "pipeline.yml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "mlpacker_pipeline": {
+                    "name": name,
+                    "layout": "atomic",
+                    "group": "cloud",
+                    # A user's own playbook: playbook_dir is the project folder, so relative paths work.
+                    "base_dir": "{{ playbook_dir }}/models",
+                    "stages": [
+                        {"name": "scale", "artifact": models["scaler"].name, "port": port},
+                        {"name": "reduce", "artifact": models["pca"].name},
+                        {"name": "classify", "artifact": models["classifier"].name},
+                    ],
+                },
+                "mlpacker_state_dir": str(tmp_path / "state"),
+                "mlpacker_cache_dir": str(tmp_path / "cache"),
+            }
+        )
+    )
+    (project / "deploy.yml").write_text(
+        "- name: Deploy my pipeline\n"
+        "  hosts: all\n"
+        "  gather_facts: false\n"
+        "  tasks:\n"
+        "    - name: Where the runtime comes from\n"
+        "      ansible.builtin.debug:\n"
+        "        msg: \"runtime source: {{ lookup('mlpacker.core.runtime_source') }}\"\n"
+        "      run_once: true\n"
+        "    - name: Deploy\n"
+        "      ansible.builtin.import_role:\n"
+        "        name: mlpacker.core.pipeline\n"
+    )
+    inventory = local_inventory(project / "hosts.yml", VENV_BIN / "python")
+    deploy = ["ansible-playbook", "deploy.yml", "-i", inventory, "-e", f"@{spec}"]
+    undeploy = ["ansible-playbook", "mlpacker.core.undeploy", "-i", inventory, "-e", f"@{spec}"]
+    try:
+        output = run(deploy, project, env)
+        assert f"runtime source: {installed_runtime}" in output
+        assert "[WARNING]" not in output, output
+        assert parse_recap(output)["localhost"]["failed"] == 0
+        url = f"http://127.0.0.1:{port}/predict"
+        assert post(url, SAMPLE) == expected_predictions(models["scaler"].parent, SAMPLE)
+        again = run(deploy, project, env)
+        assert parse_recap(again)["localhost"]["changed"] == 0, again[-4000:]
+    finally:
+        removed = run(undeploy, project, env)
+    assert parse_recap(removed)["localhost"]["failed"] == 0
+    assert pipeline_leftovers(name) == [] and processes_mentioning(f"/opt/mlpacker/{name}/") == []
+
+
+@pytest.fixture(scope="module")
+def pip_installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv with a wheel of this repository and the scikit-learn its artifacts need."""
+    work = tmp_path_factory.mktemp("pip-install")
+    source, wheels, venv = work / "source", work / "wheels", work / "venv"
+    # Built from a copy: a wheel build writes build/ and *.egg-info next to the sources it reads.
+    shutil.copytree(REPO, source, symlinks=True, ignore=NOT_SOURCE)
+    env = clean_env()
+    run([VENV_BIN / "pip", "wheel", "--no-deps", "-q", "-w", wheels, source], work, env)
+    wheel = next(wheels.glob("mlpacker-*.whl"))
+    run([sys.executable, "-m", "venv", venv], work, env)
+    run([venv / "bin" / "pip", "install", "-q", wheel, f"scikit-learn=={sklearn.__version__}"], work, env)
+    return venv
+
+
+def test_pip_installed_cli_deploys_outside_a_checkout(pip_installed: Path, tmp_path: Path) -> None:
+    spec_dir, elsewhere = tmp_path / "my-pipeline", tmp_path / "elsewhere"
+    elsewhere.mkdir(parents=True)
+    models = train_iris(spec_dir / "models")
+    name, port = unique_name("pipcli"), free_port_block(4)
+    spec = spec_dir / "pipeline.yml"
+    # No base_dir: the artifact paths are relative to the spec file's folder.
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "mlpacker_pipeline": {
+                    "name": name,
+                    "layout": "atomic",
+                    "group": "cloud",
+                    "stages": [
+                        {"name": "scale", "artifact": f"models/{models['scaler'].name}", "port": port},
+                        {"name": "reduce", "artifact": f"models/{models['pca'].name}"},
+                        {"name": "classify", "artifact": f"models/{models['classifier'].name}"},
+                    ],
+                }
+            }
+        )
+    )
+    inventory = local_inventory(tmp_path / "hosts.yml", pip_installed / "bin" / "python")
+    cli = pip_installed / "bin" / "mlpacker"
+    common = ["-i", inventory, "--state-dir", tmp_path / "state"]
+    env = clean_env(PATH=f"{pip_installed / 'bin'}:{os.environ['PATH']}")
+    # The package really is the installed one, with its collection, and not this checkout.
+    located = run([pip_installed / "bin" / "python", "-c", PRINT_SOURCE], elsewhere, env)
+    source: dict[str, Any] = json.loads(located)
+    assert source["is_project"] is False
+    assert source["collections_dir"].startswith(str(pip_installed)), source
+    try:
+        deployed = json.loads(run([cli, "deploy", spec, *common, "--json", "-q"], elsewhere, env))
+        url = f"http://127.0.0.1:{port}/predict"
+        assert deployed["entry_points"]["rest"] == [url]
+        assert post(url, SAMPLE) == expected_predictions(models["scaler"].parent, SAMPLE)
+        status = json.loads(run([cli, "status", spec, *common, "--json", "-q"], elsewhere, env))
+        assert status["status"] == "successful", status
+    finally:
+        run([cli, "undeploy", spec, *common, "-q"], elsewhere, env)
+    assert pipeline_leftovers(name) == [] and processes_mentioning(f"/opt/mlpacker/{name}/") == []
+
+
+PRINT_SOURCE = """
+import json
+from mlpacker.runner import find_playbook_source
+source = find_playbook_source()
+print(json.dumps({"is_project": source.is_project, "collections_dir": str(source.collections_dir)}))
+"""
