@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import mlpacker_runtime
 import pytest
 from flask import Flask
 from mlpacker_runtime.config import build_config
@@ -95,7 +96,7 @@ def test_health_info_openapi(iris_app: Flask, iris_models: IrisModels) -> None:
     info = client.get("/info").get_json()
     assert [stage["name"] for stage in info["stages"]] == ["scale", "reduce", "classify"]
     assert info["stages"][0]["sha256"] == iris_models.three_stages()[0]["sha256"]
-    assert info["runtime_version"] == "0.1.0"
+    assert info["runtime_version"] == mlpacker_runtime.__version__
     assert info["libraries"]["scikit-learn"] == iris_models.three_stages()[0]["versions"]["scikit-learn"]
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
