@@ -1,11 +1,11 @@
-# Copyright: MLPacker maintainers
-# Apache License 2.0 (see LICENSE in the collection root)
+# Copyright (c) MLPacker contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: runtime_source
-author: MLPacker maintainers
+author: MLPacker contributors (@mlpacker)
 short_description: Path of the stage runtime source that ships inside this collection
 version_added: 0.1.0
 description:
