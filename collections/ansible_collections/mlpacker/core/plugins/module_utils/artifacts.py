@@ -9,15 +9,12 @@ import importlib.metadata
 import os
 from typing import Any
 
-EXTENSION_FORMATS = {
-    ".joblib": "joblib",
-    ".pkl": "pickle",
-    ".pickle": "pickle",
-    ".skops": "skops",
-    ".onnx": "onnx",
-}
-FORMATS = ("joblib", "pickle", "skops", "onnx", "function")
-PREDICTION_METHODS = ("predict", "predict_proba", "transform", "decision_function")
+from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import (
+    EXTENSION_FORMATS,
+    FORMATS,
+    PREDICTION_METHODS,
+)
+
 # Distributions whose versions a stage of each format depends on (recorded so hosts install the same).
 VERSIONED_LIBRARIES = {
     "joblib": ("scikit-learn", "numpy", "scipy", "joblib"),

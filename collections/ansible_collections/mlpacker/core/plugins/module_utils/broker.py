@@ -6,17 +6,41 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import (
+    DEFAULT_BROKER_PORT,
+    DEFAULT_TLS,
+)
+
 BROKER_GROUP = "broker"
-DEFAULT_BROKER_PORT = 1883
-DEFAULT_TLS = {"enabled": False, "ca_file": None, "cert_file": None, "key_file": None, "insecure": False}
 
 
 def normalise_tls(tls: dict[str, Any] | None) -> dict[str, Any]:
+    """The TLS settings over their defaults; keys given as null keep the default."""
     resolved = dict(DEFAULT_TLS)
     for key, value in (tls or {}).items():
         if value is not None:
             resolved[key] = value
     return resolved
+
+
+def broker_options() -> dict[str, Any]:
+    """The argument spec of a module's ``broker`` option (pipeline_plan, pipeline_probe)."""
+    return {
+        "host": {"type": "str", "required": True},
+        "port": {"type": "int", "default": DEFAULT_BROKER_PORT},
+        "username": {"type": "str"},
+        "password": {"type": "str", "no_log": True},
+        "tls": {
+            "type": "dict",
+            "options": {
+                "enabled": {"type": "bool", "default": DEFAULT_TLS["enabled"]},
+                "ca_file": {"type": "path"},
+                "cert_file": {"type": "path"},
+                "key_file": {"type": "path"},
+                "insecure": {"type": "bool", "default": DEFAULT_TLS["insecure"]},
+            },
+        },
+    }
 
 
 def resolve_broker(

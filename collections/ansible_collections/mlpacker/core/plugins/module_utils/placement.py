@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import (
+    OUTPUT_INSTANCES,
+    OUTPUT_PREDICTIONS,
+)
 from ansible_collections.mlpacker.core.plugins.module_utils.spec import SPEC_ROOT, SpecError
 
 DEFAULT_PORT = 8000
@@ -157,7 +161,7 @@ def build_plan(
             service["output_topic"] = (
                 spec["output_topic"] if is_last else stage_topic(name, stages[last_index + 1]["name"])
             )
-            service["output_kind"] = "predictions" if is_last else "instances"
+            service["output_kind"] = OUTPUT_PREDICTIONS if is_last else OUTPUT_INSTANCES
             service["error_topic"] = spec["error_topic"]
         services.append(service)
         hosts.setdefault(draft["host"], []).append(draft["id"])

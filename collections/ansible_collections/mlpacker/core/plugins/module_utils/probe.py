@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from ansible.module_utils.urls import open_url
+from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import DEFAULT_BROKER_PORT
 
 
 class ProbeError(Exception):
@@ -111,7 +112,7 @@ def mqtt_round_trip(
         )
         client.tls_insecure_set(bool(tls.get("insecure")))
     host = broker.get("host")
-    port = int(broker.get("port") or 1883)
+    port = int(broker.get("port") or DEFAULT_BROKER_PORT)
     try:
         client.connect(host, port, keepalive=30)
     except (OSError, ValueError) as exc:

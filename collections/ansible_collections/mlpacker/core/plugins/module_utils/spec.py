@@ -16,21 +16,20 @@ import re
 from typing import Any
 
 from ansible_collections.mlpacker.core.plugins.module_utils.broker import BROKER_GROUP
+from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import (
+    ARTIFACT_FORMATS,
+    CALL_METHOD,
+    EXTENSION_FORMATS,
+    FUNCTION_FORMAT,
+    METHODS,
+    MODES,
+    default_method,
+)
 
 SPEC_ROOT = "mlpacker_pipeline"
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 FUNCTION_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
-MODES = ("rest", "stream")
 LAYOUTS = ("atomic", "distributed")
-METHODS = ("predict", "predict_proba", "transform", "decision_function", "call")
-ARTIFACT_FORMATS = ("joblib", "pickle", "skops", "onnx")
-EXTENSION_FORMATS = {
-    ".joblib": "joblib",
-    ".pkl": "pickle",
-    ".pickle": "pickle",
-    ".skops": "skops",
-    ".onnx": "onnx",
-}
 
 PIPELINE_KEYS = (
     "name",
@@ -154,13 +153,6 @@ def format_for_path(path: str) -> str | None:
     return EXTENSION_FORMATS.get(os.path.splitext(path)[1].lower())
 
 
-def default_method(stage_format: str, is_last: bool) -> str:
-    # Same rule as the runtime: functions are called, the last stage predicts, the others transform.
-    if stage_format == "function":
-        return "call"
-    return "predict" if is_last else "transform"
-
-
 def validate_stage(
     errors: list[str],
     field: str,
@@ -203,12 +195,12 @@ def validate_stage(
                 )
     else:
         function = stage["function"]
-        stage_format = "function"
+        stage_format = FUNCTION_FORMAT
         if not isinstance(function, str) or not re.match(FUNCTION_PATTERN, function):
             errors.append(f"{field}.function: {function!r} must look like 'package.module:callable'")
         else:
             normal["function"] = function
-        if stage.get("format") not in (None, "function"):
+        if stage.get("format") not in (None, FUNCTION_FORMAT):
             errors.append(
                 "{}.format: {!r} is not valid for a function stage (use 'function')".format(
                     field, stage["format"]
@@ -225,7 +217,7 @@ def validate_stage(
         method = default_method(stage_format, is_last)
     elif method not in METHODS:
         errors.append("{}.method: {!r} is not one of {}".format(field, method, ", ".join(METHODS)))
-    elif stage_format == "function" and method != "call":
+    elif stage_format == FUNCTION_FORMAT and method != CALL_METHOD:
         errors.append(f"{field}.method: {method!r} is not valid for a function stage (only 'call')")
     normal["method"] = method
 

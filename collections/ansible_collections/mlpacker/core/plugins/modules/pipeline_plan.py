@@ -222,24 +222,9 @@ entry_points:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.mlpacker.core.plugins.module_utils.broker import resolve_broker
+from ansible_collections.mlpacker.core.plugins.module_utils.broker import broker_options, resolve_broker
 from ansible_collections.mlpacker.core.plugins.module_utils.placement import build_plan
 from ansible_collections.mlpacker.core.plugins.module_utils.spec import SpecError, validate_pipeline
-
-BROKER_TLS_OPTIONS = {
-    "enabled": {"type": "bool", "default": False},
-    "ca_file": {"type": "path"},
-    "cert_file": {"type": "path"},
-    "key_file": {"type": "path"},
-    "insecure": {"type": "bool", "default": False},
-}
-BROKER_OPTIONS = {
-    "host": {"type": "str", "required": True},
-    "port": {"type": "int", "default": 1883},
-    "username": {"type": "str"},
-    "password": {"type": "str", "no_log": True},
-    "tls": {"type": "dict", "options": BROKER_TLS_OPTIONS},
-}
 
 
 def groups_as_lists(groups):
@@ -260,7 +245,7 @@ def main():
             "pipeline": {"type": "dict", "required": True},
             "groups": {"type": "dict", "required": True},
             "addresses": {"type": "dict", "default": {}},
-            "broker": {"type": "dict", "options": BROKER_OPTIONS},
+            "broker": {"type": "dict", "options": broker_options()},
             "working_dir": {"type": "path"},
             "default_port": {"type": "int", "default": 8000},
         },

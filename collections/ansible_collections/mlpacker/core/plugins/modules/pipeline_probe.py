@@ -165,27 +165,13 @@ latency_ms:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mlpacker.core.plugins.module_utils.broker import broker_options
 from ansible_collections.mlpacker.core.plugins.module_utils.probe import (
     ProbeError,
     compare_predictions,
     mqtt_round_trip,
     post_instances,
 )
-
-BROKER_TLS_OPTIONS = {
-    "enabled": {"type": "bool", "default": False},
-    "ca_file": {"type": "path"},
-    "cert_file": {"type": "path"},
-    "key_file": {"type": "path"},
-    "insecure": {"type": "bool", "default": False},
-}
-BROKER_OPTIONS = {
-    "host": {"type": "str", "required": True},
-    "port": {"type": "int", "default": 1883},
-    "username": {"type": "str"},
-    "password": {"type": "str", "no_log": True},
-    "tls": {"type": "dict", "options": BROKER_TLS_OPTIONS},
-}
 
 
 def probe_all(params):
@@ -214,7 +200,7 @@ def main():
             "mode": {"type": "str", "choices": ["rest", "stream"], "default": "rest"},
             "urls": {"type": "list", "elements": "str"},
             "all": {"type": "bool", "default": True},
-            "broker": {"type": "dict", "options": BROKER_OPTIONS},
+            "broker": {"type": "dict", "options": broker_options()},
             "input_topic": {"type": "str"},
             "output_topic": {"type": "str"},
             "error_topic": {"type": "str"},

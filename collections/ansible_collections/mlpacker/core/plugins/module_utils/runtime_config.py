@@ -1,0 +1,147 @@
+# Copyright (c) MLPacker contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The runtime configuration of one service (its ``config.json``), from the plan and the deploy settings.
+
+Both deploy roles write it (mlpacker.core.stage into the release, mlpacker.core.stage_container into the
+image's build context) through the ``mlpacker.core.runtime_config`` filter, so the two cannot drift apart. The
+format is the contract of docs/architecture.md ("Runtime configuration"); ``mlpacker-runtime check``
+validates the written file before any switch. Fields the roles do not write take the runtime's defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible_collections.mlpacker.core.plugins.module_utils.broker import normalise_tls
+from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import (
+    BIND_ALL,
+    DEFAULT_BROKER_PORT,
+    MODES,
+    OUTPUT_PREDICTIONS,
+)
+
+
+class RuntimeConfigError(ValueError):
+    """An input cannot make a runtime configuration; the message names the field and the value."""
+
+
+def plain(value: Any) -> Any:
+    """A copy made of plain dicts and lists, so the config shares nothing with its inputs."""
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+def as_int(field: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise RuntimeConfigError(f"{field}: expected an integer, got {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise RuntimeConfigError(f"{field}: expected an integer, got {value!r}") from None
+
+
+def as_bool(field: str, value: Any) -> bool:
+    try:
+        return boolean(value, strict=True)
+    except TypeError:
+        raise RuntimeConfigError(f"{field}: expected true or false, got {value!r}") from None
+
+
+def stage_config(stage: dict[str, Any], index: int, release_dir: str) -> dict[str, Any]:
+    """One entry of ``stages``, the artifact as shipped into the release: ``artifacts/<stage><extension>``."""
+    field = f"stages[{index}]"
+    for key in ("name", "format", "method"):
+        if key not in stage:
+            raise RuntimeConfigError(f"{field}.{key}: required, got {stage!r}")
+    artifact = stage.get("artifact")
+    return {
+        "name": stage["name"],
+        "artifact": (
+            "{}/artifacts/{}{}".format(release_dir, stage["name"], os.path.splitext(artifact)[1])
+            if artifact
+            else None
+        ),
+        "format": stage["format"],
+        "function": stage.get("function"),
+        "method": stage["method"],
+        "sha256": stage.get("sha256"),
+        "versions": plain(stage.get("versions", {})),
+        "trusted_types": plain(stage.get("trusted_types", [])),
+    }
+
+
+def rest_section(service: dict[str, Any], rest_workers: Any) -> dict[str, Any]:
+    return {
+        "bind": BIND_ALL,
+        "port": as_int("service.port", service.get("port")),
+        "workers": as_int("rest_workers", rest_workers),
+        "next_hops": plain(service.get("next_hops", [])),
+    }
+
+
+def stream_section(service: dict[str, Any], broker: dict[str, Any]) -> dict[str, Any]:
+    """The MQTT settings: the broker (TLS fields left unset or null keep their defaults) and the topics."""
+    return {
+        "broker": {
+            "host": broker.get("host", ""),
+            "port": as_int("broker.port", broker.get("port", DEFAULT_BROKER_PORT)),
+            "username": broker.get("username"),
+            "password": broker.get("password"),
+            "tls": plain(normalise_tls(broker.get("tls"))),
+        },
+        "input_topic": service.get("input_topic", ""),
+        "output_topic": service.get("output_topic", ""),
+        "output_kind": service.get("output_kind") or OUTPUT_PREDICTIONS,
+        "error_topic": service.get("error_topic"),
+        "client_id": service.get("client_id"),
+        "share_group": service.get("share_group"),
+        "health_bind": BIND_ALL,
+        "health_port": as_int("service.port", service.get("port")),
+    }
+
+
+def runtime_config(
+    service: dict[str, Any],
+    stages: list[dict[str, Any]],
+    *,
+    pipeline: str,
+    mode: str,
+    release_dir: str,
+    code_dir: str | None = None,
+    broker: dict[str, Any] | None = None,
+    rest_workers: Any = 2,
+    allow_version_mismatch: Any = False,
+) -> dict[str, Any]:
+    """The runtime configuration of ``service`` (one entry of the plan's ``services``).
+
+    ``stages`` are the service's stages in order (plan stage + ``sha256`` and ``versions``), ``release_dir``
+    the release folder on the host (or the same path inside the image), ``code_dir`` the controller's code
+    folder of function stages (shipped to ``<release_dir>/code``) or None, ``broker`` the resolved broker with
+    its password (stream mode). REST mode writes the ``rest`` section, stream mode the ``stream`` section.
+    """
+    if mode not in MODES:
+        raise RuntimeConfigError("mode: {!r} is not one of {}".format(mode, ", ".join(MODES)))
+    if not isinstance(service, dict) or "id" not in service:
+        raise RuntimeConfigError(f"service: expected a plan service with an 'id', got {service!r}")
+    if not isinstance(stages, list) or not all(isinstance(stage, dict) for stage in stages):
+        raise RuntimeConfigError(f"stages: expected a list of stage dicts, got {stages!r}")
+    if broker is not None and not isinstance(broker, dict):
+        raise RuntimeConfigError(f"broker: expected a dict, got {broker!r}")
+    config: dict[str, Any] = {
+        "pipeline": pipeline,
+        "service": service["id"],
+        "mode": mode,
+        "code_dir": release_dir + "/code" if code_dir is not None else None,
+        "allow_version_mismatch": as_bool("allow_version_mismatch", allow_version_mismatch),
+        "stages": [stage_config(stage, index, release_dir) for index, stage in enumerate(stages)],
+    }
+    if mode == "rest":
+        config["rest"] = rest_section(service, rest_workers)
+    else:
+        config["stream"] = stream_section(service, broker or {})
+    return config
