@@ -28,6 +28,7 @@ from tests.api.conftest import (
     unique_name,
     write_spec,
 )
+from tests.outcomes import skip_missing
 
 pytestmark = pytest.mark.mqtt
 
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.mqtt
 def mosquitto(tmp_path: Path) -> Iterator[int]:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).exists():
-        pytest.skip("mosquitto is not installed")
+        skip_missing("mosquitto", f"no mosquitto binary at {binary}")
     port = free_port_block(1)
     config = tmp_path / "mosquitto.conf"
     config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")

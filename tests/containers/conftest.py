@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.outcomes import skip_missing
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "mlpacker-base:bookworm"
 
@@ -36,7 +38,7 @@ def labelled(kind: str, pipeline: str) -> list[str]:
 def docker_engine() -> None:
     """The machine's Docker engine with the local base image (started / built when missing)."""
     if shutil.which("docker") is None:
-        pytest.skip("the docker CLI is not installed")
+        skip_missing("docker", "the docker CLI is not installed")
     sys.path.insert(0, str(REPO_ROOT))
     from tests.testbed import testbed
 

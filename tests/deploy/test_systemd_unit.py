@@ -35,8 +35,11 @@ RENDER_PLAYBOOK = """
         _mlpacker_stage_canary_port: 40123
 """
 
+# A platform skip, not a missing component (it stays a skip under CI, listed with its reason): the suite
+# installs no systemd, and a machine without it (a container, a systemd-free distribution) is a fine place
+# to run the tests; where systemd-analyze exists, as on Debian 12, the check runs.
 pytestmark = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed"
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (no systemd here)"
 )
 
 

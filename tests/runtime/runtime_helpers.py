@@ -33,6 +33,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tests.outcomes import skip_missing
+
 RUNTIME_BIN = Path(sys.executable).with_name("mlpacker-runtime")
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=2, read=20))
@@ -330,7 +332,7 @@ class Broker:
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     if not os.path.exists(MOSQUITTO):
-        pytest.skip("mosquitto binary not installed")
+        skip_missing("mosquitto", f"no mosquitto binary at {MOSQUITTO}")
     broker = Broker(tmp_path_factory.mktemp("mosquitto"), free_port()).start()
     try:
         yield broker

@@ -3,7 +3,9 @@
 - ``testbed``: the hosts edge1, edge2, fog1, cloud1 and broker1 up with sshd, Mosquitto on broker1.
 - ``testbed_docker``: the same test bed, with a Docker engine and the base image in every edge/fog/cloud host.
 
-One test bed per machine: a session holds its lock for its whole life, so a second session waits.
+Without root or the tools, the tests that need it skip on a developer's machine and fail under CI
+(``tests/outcomes.py``). One test bed per machine: a session holds its lock for its whole life, so a
+second session waits.
 ``MLPACKER_TESTBED_KEEP=1`` leaves it up after the session (``python -m tests.testbed down`` removes it).
 """
 
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.outcomes import skip_missing
 from tests.testbed.testbed import (
     Testbed,
     TestbedError,
@@ -34,7 +37,7 @@ def testbed() -> Iterator[Testbed]:
     try:
         require_root_and_tools()
     except TestbedError as error:
-        pytest.skip(f"test bed unavailable: {error}")
+        skip_missing("test bed", f"test bed unavailable: {error}")
     state_dir = state_dir_from_env()
     with file_lock(state_dir / "lock", timeout=LOCK_WAIT_S):
         bed = up(state_dir=state_dir)
@@ -50,5 +53,5 @@ def testbed_docker(testbed: Testbed) -> Testbed:
     try:
         require_root_and_tools(docker=True)
     except TestbedError as error:
-        pytest.skip(f"docker test bed unavailable: {error}")
+        skip_missing("docker test bed", f"docker test bed unavailable: {error}")
     return enable_docker(testbed)

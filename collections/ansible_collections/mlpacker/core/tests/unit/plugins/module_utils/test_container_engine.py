@@ -81,7 +81,7 @@ def test_cli_errors_name_the_command_and_missing_objects_are_none() -> None:
         shutil.which("docker") is None
         or subprocess.run(["docker", "info"], capture_output=True, check=False).returncode
     ):
-        pytest.skip("no running Docker engine")
+        pytest.skip("missing component docker: no running Docker engine")
     cli = DockerCli(_run_command)
     missing = "mlpacker-test/does-not-exist:0"
     assert cli.inspect("image", missing) is None

@@ -18,7 +18,9 @@ def _docker_running() -> bool:
     )
 
 
-needs_docker = pytest.mark.skipif(not _docker_running(), reason="no running Docker engine")
+needs_docker = pytest.mark.skipif(
+    not _docker_running(), reason="missing component docker: no running Docker engine"
+)
 
 
 def test_prune_refuses_empty_labels(run_module) -> None:
@@ -26,7 +28,8 @@ def test_prune_refuses_empty_labels(run_module) -> None:
     assert result["failed"] and "labels must name at least one label" in result["msg"]
 
 
-@pytest.mark.skipif(shutil.which("docker") is None, reason="needs the docker CLI")
+@pytest.mark.docker
+@pytest.mark.skipif(shutil.which("docker") is None, reason="missing component docker: the docker CLI")
 def test_prune_with_an_engine_that_does_not_answer_warns_and_changes_nothing(
     run_module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -62,7 +65,10 @@ def test_service_refuses_published_ports_on_the_host_network(run_module) -> None
 def test_image_build_is_idempotent_and_prune_removes_only_labelled(run_module, tmp_path: Path) -> None:
     base = "mlpacker-base:bookworm"
     if subprocess.run(["docker", "image", "inspect", base], capture_output=True, check=False).returncode != 0:
-        pytest.skip(f"{base} is not in the engine (tests/testbed builds it)")
+        pytest.skip(
+            f"missing component {base}: not in the engine (the test bed and the container tests build it;"
+            " by hand: python -m tests.testbed build-image)"
+        )
     label = f"unit-{tmp_path.name[-8:].lower().replace('_', '-')}"
     (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN echo built > /built\n")
     name = f"mlpacker/{label}/svc:1"

@@ -102,7 +102,7 @@ def _docker_running() -> bool:
 
 
 @pytest.mark.docker
-@pytest.mark.skipif(not _docker_running(), reason="no running Docker engine")
+@pytest.mark.skipif(not _docker_running(), reason="missing component docker: no running Docker engine")
 def test_containers_are_part_of_the_state(run_module, tmp_path: Path) -> None:
     """A container recorded is in sync while it is the same one; re-created or removed, it is drift."""
     label = f"unit-state-{uuid.uuid4().hex[:8]}"
