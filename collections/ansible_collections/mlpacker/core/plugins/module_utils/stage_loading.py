@@ -1,23 +1,34 @@
 # Copyright (c) MLPacker contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""Load pipeline stages on the controller and run a chain of them (artifact_info, pipeline_reference).
+"""Load and run pipeline stages on the controller with the stage runtime's own code (artifact_info,
+pipeline_reference).
 
-Modules cannot import the runtime package, so this is the controller's own self-contained loader. It
-applies stages the way the runtime does: the batch is a 2-D numpy array, ``method`` picks the estimator
-method, function stages are called with the batch, ONNX models get float32 input and their first output
-(``predict_proba`` takes the second, the probabilities). Heavy libraries are imported lazily, so a
-missing one is reported by name (MissingLibraryError) instead of failing the module import.
+The controller computes what a deployed service computes: the modules import ``mlpacker_runtime`` from
+``runtime_source`` (the collection's ``runtime/`` folder), build the runtime configuration a service of
+those stages gets and validate it with the runtime's ``build_config``, load the stages with its ``loading``,
+run them with its ``Chain`` and convert the output with its ``to_jsonsafe``. Only the controller's part is
+here: importing the runtime from a path, naming a library the controller's Python lacks, and turning the
+runtime's errors into messages.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
-import pickle
 import sys
+from types import SimpleNamespace
 from typing import Any
 
-from ansible_collections.mlpacker.core.plugins.module_utils.artifacts import detect_format
+RUNTIME_PACKAGE = "mlpacker_runtime"
+# Keys of a plan stage that a service's runtime configuration carries (the hosts add sha256 and versions).
+RUNTIME_STAGE_KEYS = ("name", "artifact", "function", "format", "method", "trusted_types")
+# Module and distribution each format loads with, imported first so a missing one is named.
+FORMAT_LIBRARIES = {
+    "joblib": ("joblib", "joblib"),
+    "skops": ("skops.io", "skops"),
+    "onnx": ("onnxruntime", "onnxruntime"),
+}
 
 
 class MissingLibraryError(Exception):
@@ -32,7 +43,11 @@ class MissingLibraryError(Exception):
 
 
 class StageError(Exception):
-    """A stage cannot be loaded or run; the message names the stage and the cause."""
+    """A stage cannot be loaded or run; the message names the stage (or its field) and the cause."""
+
+
+class RuntimeSourceError(Exception):
+    """The stage runtime cannot be imported from runtime_source."""
 
 
 def import_library(module: str, distribution: str, needed_for: str) -> Any:
@@ -42,168 +57,106 @@ def import_library(module: str, distribution: str, needed_for: str) -> Any:
         raise MissingLibraryError(distribution, needed_for) from exc
 
 
-def load_function(reference: str, code_dir: str | None) -> Any:
-    """Import ``package.module:callable`` with ``code_dir`` first on sys.path."""
-    module_name, separator, attribute = reference.partition(":")
-    if not module_name or not separator or not attribute:
-        raise StageError(f"function {reference!r} must look like 'package.module:callable'")
-    if code_dir:
-        if not os.path.isdir(code_dir):
-            raise StageError(f"code_dir {code_dir} does not exist")
-        if code_dir not in sys.path:
-            sys.path.insert(0, code_dir)
+def import_runtime(runtime_source: str) -> SimpleNamespace:
+    """The runtime's ``config``, ``loading`` and ``chain`` modules, imported from ``runtime_source`` (the
+    folder holding ``mlpacker_runtime/``)."""
+    package_dir = os.path.join(runtime_source, RUNTIME_PACKAGE)
+    if not os.path.isfile(os.path.join(package_dir, "__init__.py")):
+        raise RuntimeSourceError(
+            f"runtime_source: {runtime_source} holds no {RUNTIME_PACKAGE} package"
+            f" ({os.path.join(package_dir, '__init__.py')} is missing)"
+        )
+    import_library("numpy", "numpy", "the stage runtime")
+    if runtime_source not in sys.path:
+        sys.path.insert(0, runtime_source)
     try:
-        module = importlib.import_module(module_name)
+        modules = {
+            name: importlib.import_module(f"{RUNTIME_PACKAGE}.{name}")
+            for name in ("config", "loading", "chain")
+        }
     except Exception as exc:  # pylint: disable=broad-except
-        # Importing runs the user's module: syntax errors and failing imports are reported alike.
-        raise StageError(
-            f"cannot import module {module_name!r} from code_dir {code_dir}: {type(exc).__name__}: {exc}"
+        # A broken or foreign runtime tree: whatever its import raises is reported against runtime_source.
+        raise RuntimeSourceError(
+            f"runtime_source: cannot import {RUNTIME_PACKAGE} from {runtime_source}:"
+            f" {type(exc).__name__}: {exc}"
         ) from exc
-    function = getattr(module, attribute, None)
-    if not callable(function):
-        raise StageError(f"{module_name!r} has no callable {attribute!r}")
-    return function
+    loaded_from = os.path.dirname(os.path.realpath(sys.modules[RUNTIME_PACKAGE].__file__))
+    if loaded_from != os.path.realpath(package_dir):
+        raise RuntimeSourceError(
+            f"runtime_source: {RUNTIME_PACKAGE} is already imported from {loaded_from},"
+            f" not from {runtime_source}"
+        )
+    # The runtime logs for a service's log; a module reports in its result, so nothing goes to stderr.
+    runtime_log = logging.getLogger(RUNTIME_PACKAGE)
+    if not any(isinstance(handler, logging.NullHandler) for handler in runtime_log.handlers):
+        runtime_log.addHandler(logging.NullHandler())
+    return SimpleNamespace(**modules)
 
 
-def load_artifact(path: str, artifact_format: str, trusted_types: list[str] | None = None) -> Any:
-    """Load an artifact file: the estimator object, or an onnxruntime InferenceSession for ONNX."""
-    if not os.path.isfile(path):
-        raise StageError(f"artifact {path} does not exist")
-    if artifact_format == "joblib":
-        joblib = import_library("joblib", "joblib", f"loading {path}")
-        return joblib.load(path)
-    if artifact_format == "pickle":
-        with open(path, "rb") as handle:
-            try:
-                return pickle.load(handle)  # noqa: S301 - the user's own artifact, loaded like the runtime does
-            except pickle.UnpicklingError as exc:
-                # The runtime unpickles .pkl files with pickle too, so this would fail on the hosts as well.
-                raise StageError(
-                    f"cannot unpickle {path}: {exc}; if it was written by joblib.dump, set format: joblib"
-                    " (or name it .joblib)"
-                ) from exc
-    if artifact_format == "skops":
-        skops_io = import_library("skops.io", "skops", f"loading {path}")
-        untrusted = [
-            name for name in skops_io.get_untrusted_types(file=path) if name not in (trusted_types or [])
-        ]
-        if untrusted:
-            raise StageError(
-                f"skops artifact {path} contains types that are not trusted: {', '.join(untrusted)};"
-                " add them to the stage's trusted_types after checking them"
-            )
-        return skops_io.load(path, trusted=list(trusted_types or []) or None)
-    if artifact_format == "onnx":
-        onnxruntime = import_library("onnxruntime", "onnxruntime", f"loading {path}")
-        return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    raise StageError(f"unknown artifact format {artifact_format!r} for {path}")
+def service_config(
+    runtime: SimpleNamespace, stages: list[dict[str, Any]], code_dir: str | None = None
+) -> dict:
+    """The validated runtime configuration of one service that runs ``stages`` in order, as the pipeline role
+    writes it but without the sha256 and recorded versions the hosts check.
 
-
-def load_stage(stage: dict[str, Any], code_dir: str | None = None) -> Any:
-    """Load a plan stage (``artifact``/``function``, ``format``, ``trusted_types``)."""
-    code_dir = stage.get("code_dir") or code_dir
-    if stage.get("function"):
-        return load_function(stage["function"], code_dir)
-    if code_dir and os.path.isdir(code_dir) and code_dir not in sys.path:
-        # Like the runtime: pickled objects may reference helper code shipped in code_dir.
-        sys.path.insert(0, code_dir)
-    artifact = stage.get("artifact")
-    if not artifact:
-        raise StageError("stage {!r} has neither artifact nor function".format(stage.get("name")))
-    stage_format = stage.get("format") or ""
-    if not stage_format:
-        try:
-            stage_format = detect_format(artifact)
-        except ValueError as exc:
-            raise StageError(str(exc)) from exc
-    try:
-        return load_artifact(artifact, stage_format, stage.get("trusted_types"))
-    except (StageError, MissingLibraryError):
-        raise
-    except Exception as exc:  # pylint: disable=broad-except
-        # Unpickling runs the artifact's own code: whatever it raises is reported against the stage.
-        detail = str(exc) or "no detail (is the file truncated, or not in this format?)"
-        raise StageError(
-            f"stage {stage.get('name')!r}: cannot load {artifact} as {stage_format}:"
-            f" {type(exc).__name__}: {detail}"
-        ) from exc
-
-
-def probabilities_as_rows(output: Any) -> Any:
-    # skl2onnx's ZipMap output is a list of {class: probability}; turn it into rows ordered by class.
-    if isinstance(output, list) and output and isinstance(output[0], dict):
-        return [[row[key] for key in sorted(row)] for row in output]
-    return output
-
-
-def default_method(stage_format: str, is_last: bool) -> str:
-    # The spec's rule (spec.default_method): functions are called, the last stage predicts, others transform.
-    if stage_format == "function":
-        return "call"
-    return "predict" if is_last else "transform"
-
-
-ONNX_INPUT_DTYPES = {
-    "tensor(float)": "float32",
-    "tensor(double)": "float64",
-    "tensor(int64)": "int64",
-    "tensor(int32)": "int32",
-    "tensor(string)": "str_",
-}
-
-
-def onnx_output_name(session: Any, method: str) -> str:
-    """The output the runtime reads for ``method`` (skl2onnx: output_label, output_probability)."""
-    names = [output.name for output in session.get_outputs()]
-    if method == "predict":
-        return "label" if "label" in names else names[0]
-    if method == "predict_proba":
-        candidates = [name for name in names if name in ("probabilities", "output_probability")]
-        if candidates:
-            return candidates[0]
-        if len(names) < 2:
-            raise StageError(f"the ONNX model has no probability output for method 'predict_proba' ({names})")
-        return names[1]
-    return names[0]
-
-
-def run_onnx(session: Any, method: str, batch: Any) -> Any:
-    numpy = import_library("numpy", "numpy", "running ONNX stages")
-    first_input = session.get_inputs()[0]
-    dtype = getattr(numpy, ONNX_INPUT_DTYPES.get(first_input.type, "float32"))
-    (output,) = session.run(
-        [onnx_output_name(session, method)], {first_input.name: numpy.asarray(batch, dtype=dtype)}
-    )
-    return probabilities_as_rows(output)
-
-
-def apply_stage(loaded: Any, stage_format: str, method: str, batch: Any) -> Any:
-    numpy = import_library("numpy", "numpy", "running stages")
-    if stage_format == "function":
-        return loaded(numpy.asarray(batch))
-    if stage_format == "onnx":
-        return run_onnx(loaded, method, batch)
-    bound = getattr(loaded, method, None)
-    if not callable(bound):
-        raise StageError(f"the {type(loaded).__name__} object has no method {method!r}")
-    return bound(numpy.asarray(batch))
-
-
-def run_chain(stages: list[dict[str, Any]], instances: list[Any], code_dir: str | None = None) -> Any:
-    """Run ``instances`` through the stages in order; each stage gets the previous stage's output."""
-    batch: Any = instances
+    A stage may set its own ``code_dir``: it is put on ``sys.path`` (the runtime has one ``code_dir``, which
+    is ``code_dir`` or else the first stage's).
+    """
+    raw_stages = []
     for index, stage in enumerate(stages):
-        name = stage.get("name") or f"stages[{index}]"
-        loaded = load_stage(stage, code_dir)
-        stage_format = stage.get("format") or ("function" if stage.get("function") else "")
-        if not stage_format:
-            stage_format = detect_format(stage["artifact"])
-        method = stage.get("method") or default_method(stage_format, is_last=index == len(stages) - 1)
-        try:
-            batch = apply_stage(loaded, stage_format, method, batch)
-        except (StageError, MissingLibraryError):
-            raise
-        except Exception as exc:  # pylint: disable=broad-except
-            # Any model error (shape mismatch, bad input) is reported against the stage that raised it.
-            raise StageError(f"stage {name!r} ({method}) failed: {type(exc).__name__}: {exc}") from exc
-    return batch
+        entry = {key: stage[key] for key in RUNTIME_STAGE_KEYS if stage.get(key) not in (None, "")}
+        entry.setdefault("name", f"stages[{index}]")
+        raw_stages.append(entry)
+        own_code_dir = stage.get("code_dir")
+        if own_code_dir:
+            if not os.path.isdir(own_code_dir):
+                raise StageError(f"stages[{index}].code_dir: directory not found: {own_code_dir}")
+            code_dir = code_dir or own_code_dir
+            if own_code_dir not in sys.path:
+                sys.path.insert(0, own_code_dir)
+    raw = {"pipeline": "controller", "service": "controller", "code_dir": code_dir, "stages": raw_stages}
+    try:
+        return runtime.config.build_config(raw)
+    except runtime.config.ConfigError as exc:
+        raise StageError("; ".join(exc.problems)) from exc
+
+
+def check_libraries(config: dict[str, Any]) -> None:
+    """Raise MissingLibraryError naming the first library a stage's format needs that cannot be imported."""
+    for stage in config["stages"]:
+        if stage["format"] in FORMAT_LIBRARIES:
+            module, distribution = FORMAT_LIBRARIES[stage["format"]]
+            import_library(module, distribution, f"loading {stage['artifact']} ({stage['format']})")
+
+
+def load_object(runtime: SimpleNamespace, config: dict[str, Any], index: int = 0) -> Any:
+    """Stage ``index``'s object as the runtime loads it, before a method is bound: the fitted object, the
+    ONNX InferenceSession or the function."""
+    check_libraries({"stages": [config["stages"][index]]})
+    try:
+        return runtime.loading.load_object(config, index)
+    except runtime.loading.StageLoadError as exc:
+        raise StageError(str(exc)) from exc
+
+
+def load_chain(runtime: SimpleNamespace, config: dict[str, Any]) -> Any:
+    """The runtime's Chain of every stage of ``config``, loaded by the runtime."""
+    check_libraries(config)
+    try:
+        return runtime.chain.Chain(runtime.loading.load_stages(config))
+    except runtime.loading.StageLoadError as exc:
+        raise StageError(str(exc)) from exc
+
+
+def predict(runtime: SimpleNamespace, chain: Any, instances: Any) -> Any:
+    """What a service running ``chain`` answers for ``instances``: the runtime's JSON-safe predictions."""
+    try:
+        return chain.predict(instances)
+    except runtime.chain.InputError as exc:
+        raise StageError(f"the instances do not fit the first stage: {exc}") from exc
+    except runtime.chain.StageError as exc:
+        cause = exc.__cause__
+        methods = {stage.name: stage.method for stage in chain.stages}
+        raise StageError(
+            f"stage {exc.stage!r} ({methods.get(exc.stage)}) failed: {type(cause).__name__}: {cause}"
+        ) from exc

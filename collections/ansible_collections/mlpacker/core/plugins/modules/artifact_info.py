@@ -15,6 +15,8 @@ description:
     reports what the deploy roles record and check - its sha256, the library versions it was made with, the
       feature
     count it expects, the methods it has.
+  - The stage is loaded by the stage runtime's own code (C(mlpacker_runtime) imported from O(runtime_source)),
+    so what loads here loads in the services, and what a service refuses is refused here.
   - The libraries are imported only when needed (joblib, scikit-learn, skops, onnxruntime); a missing one
     fails the
     module with its name.
@@ -63,6 +65,14 @@ options:
     description:
       - Controller directory that keeps what loading each artifact file told (not used for function stages).
       - Created when missing. When it cannot be written, the module warns and goes on without it.
+    type: path
+  runtime_source:
+    description:
+      - The folder on the controller holding the stage runtime's C(mlpacker_runtime) package (the pipeline
+        role passes C(mlpacker_runtime_source)). The module fails, naming it, when the runtime cannot be
+        imported from there.
+      - When not given, the action plugin sets the C(runtime/) folder of this collection (what the
+        C(mlpacker.core.runtime_source) lookup returns).
     type: path
 notes:
   - joblib and pickle files can run arbitrary code when loaded. Only inspect artifacts you trust.
@@ -192,18 +202,33 @@ from ansible_collections.mlpacker.core.plugins.module_utils.result_cache import 
 )
 from ansible_collections.mlpacker.core.plugins.module_utils.stage_loading import (
     MissingLibraryError,
+    RuntimeSourceError,
     StageError,
     import_library,
-    load_artifact,
-    load_function,
+    import_runtime,
+    load_object,
+    service_config,
 )
+
+
+def load_one(runtime_source, stage, code_dir=None):
+    """The stage's object as the runtime loads it; errors name this module's options, not stages[0]."""
+    runtime = import_runtime(runtime_source)
+    try:
+        return load_object(runtime, service_config(runtime, [dict(stage, name="inspected")], code_dir))
+    except StageError as exc:
+        raise StageError(str(exc).replace("stages[0].artifact", "path").replace("stages[0].", "")) from exc
 
 
 def inspect_function(module):
     code_dir = module.params["code_dir"]
     if not os.path.isdir(code_dir):
         module.fail_json(msg=f"code_dir: {code_dir} does not exist or is not a directory")
-    function = load_function(module.params["function"], code_dir)
+    function = load_one(
+        module.params["runtime_source"],
+        {"function": module.params["function"], "format": "function"},
+        code_dir,
+    )
     sha256, size = code_dir_digest(code_dir)
     return {
         "sha256": sha256,
@@ -246,18 +271,28 @@ def inspect_file(module):
         cached = read_entry(cache_path)
         if cached is not None:
             return dict(cached, cached=True, **fresh)
-    facts = load_and_describe(path, artifact_format, module.params["trusted_types"])
+    facts = load_and_describe(
+        module.params["runtime_source"], path, artifact_format, module.params["trusted_types"]
+    )
     if cache_path is not None:
         write_cached_facts(module, cache_path, facts)
     return dict(facts, cached=False, **fresh)
 
 
-def load_and_describe(path, artifact_format, trusted_types):
+def load_and_describe(runtime_source, path, artifact_format, trusted_types):
     untrusted_types = []
     if artifact_format == "skops":
         skops_io = import_library("skops.io", "skops", f"inspecting {path}")
         untrusted_types = sorted(skops_io.get_untrusted_types(file=path))
-    loaded = load_artifact(path, artifact_format, trusted_types)
+        refused = [name for name in untrusted_types if name not in trusted_types]
+        if refused:
+            raise StageError(
+                f"skops artifact {path} contains types that are not trusted: {', '.join(refused)};"
+                " add them to the stage's trusted_types after checking them"
+            )
+    loaded = load_one(
+        runtime_source, {"artifact": path, "format": artifact_format, "trusted_types": trusted_types}
+    )
     facts = describe_onnx_session(loaded) if artifact_format == "onnx" else describe_object(loaded)
     facts["untrusted_types"] = untrusted_types
     return facts
@@ -279,6 +314,7 @@ def main():
             "format": {"type": "str", "choices": ["joblib", "pickle", "skops", "onnx", "function"]},
             "trusted_types": {"type": "list", "elements": "str", "default": []},
             "cache_dir": {"type": "path"},
+            "runtime_source": {"type": "path"},
         },
         mutually_exclusive=[("path", "function")],
         required_one_of=[("path", "function")],
@@ -286,11 +322,15 @@ def main():
         supports_check_mode=True,
     )
     what = module.params["path"] or module.params["function"]
+    if not module.params["runtime_source"]:
+        module.fail_json(msg="runtime_source: the folder of the stage runtime (mlpacker_runtime) is needed")
     try:
         if module.params["function"]:
             facts = inspect_function(module)
         else:
             facts = inspect_file(module)
+    except RuntimeSourceError as exc:
+        module.fail_json(msg=str(exc))
     except MissingLibraryError as exc:
         module.fail_json(msg=f"cannot inspect {what}: {exc}", missing_library=exc.library)
     except StageError as exc:

@@ -10,10 +10,13 @@ module: pipeline_reference
 short_description: Compute a pipeline's reference predictions on the controller
 version_added: 0.1.0
 description:
-  - Runs instances through the pipeline's stages in the controller's Python, the way the runtime applies them,
-    and
-    returns the predictions. The deploy smoke test sends the same instances to the deployed pipeline
-    (M(mlpacker.core.pipeline_probe)) and compares.
+  - Runs instances through the pipeline's stages in the controller's Python with the stage runtime's own code
+    (C(mlpacker_runtime) imported from O(runtime_source)) - its configuration check, loading, chain, input
+    check and JSON conversion, as one service that runs every stage does - and returns the predictions. The
+    deploy smoke test sends the same instances to the deployed pipeline (M(mlpacker.core.pipeline_probe)) and
+    compares.
+  - Outputs are converted as a service converts them - numpy arrays and scalars, pandas DataFrames and Series,
+    scipy sparse matrices, strings; NaN and infinities become V(null).
   - When O(instances) is not given, generates O(n_samples) rows of random normal floats (rounded to 4
     decimals,
     deterministic for a O(seed)) with the first stage's feature count. If that count is unknown (a function
@@ -22,7 +25,8 @@ description:
   - Runs on the controller (use C(delegate_to=localhost) and C(run_once=true)) and changes nothing but its
     optional cache.
   - With O(cache_dir), the result is kept per stage description, artifact content (sha256), function code,
-    input rows and installed library versions, so a re-run with the same inputs skips loading the stages.
+    input rows, installed library versions and the runtime's code, so a re-run with the same inputs skips
+    loading the stages.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -38,7 +42,9 @@ options:
     description:
       - The stages in order, as in the plan of M(mlpacker.core.pipeline_plan) (C(plan.stages)).
       - Each uses C(artifact) or C(function), C(format), C(method), C(trusted_types), C(name) and optionally
-        C(code_dir); other keys are ignored.
+        C(code_dir); other keys are ignored. The runtime fills in what is not given (the format from the
+        artifact's extension, the method - V(call) for functions, V(predict) for the last stage, else
+        V(transform)).
     type: list
     elements: dict
     required: true
@@ -64,9 +70,18 @@ options:
       - Controller directory that keeps computed results. Created when missing. When it cannot be written,
         the module warns and goes on without it.
     type: path
+  runtime_source:
+    description:
+      - The folder on the controller holding the stage runtime's C(mlpacker_runtime) package (the pipeline
+        role passes C(mlpacker_runtime_source)). The module fails, naming it, when the runtime cannot be
+        imported from there.
+      - When not given, the action plugin sets the C(runtime/) folder of this collection (what the
+        C(mlpacker.core.runtime_source) lookup returns).
+    type: path
 requirements:
   - numpy, and the libraries the stages need (scikit-learn, joblib, skops, onnxruntime) in the controller's
     Python.
+  - The stage runtime's source (O(runtime_source)); it ships inside this collection.
 author:
   - MLPacker contributors (@mlpacker)
 """
@@ -90,8 +105,8 @@ instances:
   elements: raw
   sample: [[0.1257, -0.1321, 0.6404, 0.1049]]
 predictions:
-  description: The pipeline's output for RV(instances), JSON-safe (numpy arrays as lists, numpy scalars as
-    numbers).
+  description: The pipeline's output for RV(instances), JSON-safe as a service answers it (numpy arrays,
+    DataFrames and sparse matrices as lists, numpy scalars as numbers, NaN as V(null)).
   returned: success
   type: list
   elements: raw
@@ -111,23 +126,29 @@ from ansible_collections.mlpacker.core.plugins.module_utils.artifacts import (
     VERSIONED_LIBRARIES,
     code_dir_digest,
     collect_versions,
-    describe_onnx_session,
     n_features_in,
     sha256_file,
 )
-from ansible_collections.mlpacker.core.plugins.module_utils.json_safe import to_json_safe
 from ansible_collections.mlpacker.core.plugins.module_utils.result_cache import (
     entry_path,
     read_entry,
     write_entry,
 )
 from ansible_collections.mlpacker.core.plugins.module_utils.stage_loading import (
+    RUNTIME_PACKAGE,
     MissingLibraryError,
+    RuntimeSourceError,
     StageError,
     import_library,
-    load_stage,
-    run_chain,
+    import_runtime,
+    load_chain,
+    predict,
+    service_config,
 )
+
+
+class UnknownFeatureCount(StageError):
+    """No rows were given and the first stage does not tell how many features a row has."""
 
 
 def check_stages(stages):
@@ -141,19 +162,38 @@ def check_stages(stages):
     return problems
 
 
-def first_stage_features(stage, code_dir):
-    loaded = load_stage(stage, code_dir)
-    if stage.get("format") == "onnx":
-        return describe_onnx_session(loaded)["n_features_in"]
-    if stage.get("function"):
-        return getattr(loaded, "n_features_in", None)
-    return n_features_in(loaded)
+def first_stage_features(chain):
+    """The feature count the service checks requests against; else what the first stage's object tells."""
+    first = chain.stages[0]
+    if first.expected_features:
+        return first.expected_features
+    target = getattr(first.run, "__self__", first.run)  # the object behind a bound method
+    if first.format == "function":
+        return getattr(target, "n_features_in", None)
+    return n_features_in(target)
 
 
 def generate_instances(n_features, n_samples, seed):
     numpy = import_library("numpy", "numpy", "generating smoke test instances")
-    rows = numpy.random.default_rng(seed).normal(size=(n_samples, n_features)).round(4)
-    return to_json_safe(rows)
+    return numpy.random.default_rng(seed).normal(size=(n_samples, n_features)).round(4).tolist()
+
+
+def reference(params):
+    """The rows and what one service running every stage answers for them (StageError, MissingLibraryError,
+    RuntimeSourceError)."""
+    runtime = import_runtime(params["runtime_source"])
+    stages = params["stages"]
+    chain = load_chain(runtime, service_config(runtime, stages, params["code_dir"]))
+    instances = params["instances"]
+    if not instances:
+        features = first_stage_features(chain)
+        if not features:
+            raise UnknownFeatureCount(
+                f"cannot generate smoke test instances: the feature count of the first stage"
+                f" {stages[0].get('name')!r} is unknown; set mlpacker_smoke_instances (a list of input rows)"
+            )
+        instances = generate_instances(features, params["n_samples"], params["seed"])
+    return {"instances": instances, "predictions": predict(runtime, chain, instances)}
 
 
 def cache_key(params):
@@ -170,9 +210,12 @@ def cache_key(params):
         stages.append(described)
     formats = sorted({stage.get("format") or "function" for stage in params["stages"]})
     libraries = sorted({name for fmt in formats for name in VERSIONED_LIBRARIES.get(fmt, ("numpy",))})
+    package = os.path.join(params["runtime_source"], RUNTIME_PACKAGE)
     return {
         "stages": stages,
         "code": {p: code_dir_digest(p)[0] for p in sorted(code_dirs - {None}) if os.path.isdir(p)},
+        # the runtime's code by content (never its path): it loads, runs and converts
+        "runtime": code_dir_digest(package)[0] if os.path.isdir(package) else None,
         "rows": [params["instances"], params["n_samples"], params["seed"]],
         "python": list(sys.version_info[:3]),
         "versions": collect_versions("function", tuple(libraries)),
@@ -188,11 +231,13 @@ def main():
             "n_samples": {"type": "int", "default": 5},
             "seed": {"type": "int", "default": 0},
             "cache_dir": {"type": "path"},
+            "runtime_source": {"type": "path"},
         },
         supports_check_mode=True,
     )
     stages = module.params["stages"]
-    code_dir = module.params["code_dir"]
+    if not module.params["runtime_source"]:
+        module.fail_json(msg="runtime_source: the folder of the stage runtime (mlpacker_runtime) is needed")
     if not stages:
         module.fail_json(msg="stages: at least one stage is needed")
     problems = check_stages(stages)
@@ -209,23 +254,16 @@ def main():
         cached = read_entry(cache_path)
         if cached is not None and {"instances", "predictions"} <= set(cached):
             module.exit_json(changed=False, cached=True, **cached)
-    instances = module.params["instances"]
     try:
-        if not instances:
-            features = first_stage_features(stages[0], code_dir)
-            if not features:
-                module.fail_json(
-                    msg=f"cannot generate smoke test instances: the feature count of the first stage"
-                    f" {stages[0].get('name')!r} is unknown;"
-                    " set mlpacker_smoke_instances (a list of input rows)"
-                )
-            instances = generate_instances(features, module.params["n_samples"], module.params["seed"])
-        predictions = to_json_safe(run_chain(stages, instances, code_dir))
+        result = reference(module.params)
+    except RuntimeSourceError as exc:
+        module.fail_json(msg=str(exc))
     except MissingLibraryError as exc:
         module.fail_json(msg=f"cannot compute reference predictions: {exc}", missing_library=exc.library)
+    except UnknownFeatureCount as exc:
+        module.fail_json(msg=str(exc))
     except StageError as exc:
         module.fail_json(msg=f"cannot compute reference predictions: {exc}")
-    result = {"instances": instances, "predictions": predictions}
     if cache_path is not None:
         try:
             write_entry(cache_path, result)

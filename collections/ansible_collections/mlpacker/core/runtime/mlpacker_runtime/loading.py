@@ -89,7 +89,12 @@ def check_versions(field_prefix: str, recorded: dict[str, str], *, allow_mismatc
     return mismatches
 
 
-def load_stage(config: dict[str, Any], index: int) -> Stage:
+def load_object(config: dict[str, Any], index: int) -> Any:
+    """Check and load stage ``index`` of a validated config, before any method is bound.
+
+    Returns the fitted object, the ONNX InferenceSession or the function. The file, its sha256 and the
+    recorded library versions are checked first. The controller's artifact_info inspects this object.
+    """
     spec = config["stages"][index]
     field_prefix = f"stages[{index}]"
     fmt = spec["format"]
@@ -109,21 +114,41 @@ def load_stage(config: dict[str, Any], index: int) -> Stage:
             log.warning("%s: no sha256 recorded for %s, integrity not checked", field_prefix, artifact)
     # Versions are checked before unpickling: an incompatible library can fail in obscure ways while loading.
     check_versions(field_prefix, spec["versions"], allow_mismatch=config["allow_version_mismatch"])
-
-    loader = {
-        "joblib": _load_joblib,
-        "pickle": _load_pickle,
-        "skops": _load_skops,
-        "onnx": _load_onnx,
-        "function": _load_function,
+    reader = {
+        "joblib": _read_joblib,
+        "pickle": _read_pickle,
+        "skops": _read_skops,
+        "onnx": _read_onnx,
+        "function": _read_function,
     }[fmt]
-    stage = loader(config, spec, field_prefix)
+    return reader(config, spec, field_prefix)
+
+
+def load_stage(config: dict[str, Any], index: int) -> Stage:
+    spec = config["stages"][index]
+    field_prefix = f"stages[{index}]"
+    obj = load_object(config, index)
+    if spec["format"] == "onnx":
+        runner = _OnnxRunner(obj, spec["method"], field_prefix)
+        stage = Stage(
+            name=spec["name"],
+            method=spec["method"],
+            format="onnx",
+            run=runner,
+            expected_features=runner.expected_features,
+        )
+    else:
+        stage = _object_stage(obj, spec, field_prefix)
     stage.sha256 = spec["sha256"]
     stage.versions = dict(spec["versions"])
-    stage.artifact = artifact
+    stage.artifact = spec["artifact"]
     stage.function = spec["function"]
     log.info(
-        "loaded stage %s (%s, method %s) from %s", stage.name, fmt, stage.method, artifact or spec["function"]
+        "loaded stage %s (%s, method %s) from %s",
+        stage.name,
+        spec["format"],
+        stage.method,
+        spec["artifact"] or spec["function"],
     )
     return stage
 
@@ -166,7 +191,7 @@ def _ensure_code_dir_on_path(config: dict[str, Any]) -> None:
         sys.path.insert(0, code_dir)
 
 
-def _load_joblib(config: dict[str, Any], spec: dict[str, Any], field_prefix: str) -> Stage:
+def _read_joblib(config: dict[str, Any], spec: dict[str, Any], field_prefix: str) -> Any:
     import joblib
 
     _ensure_code_dir_on_path(config)
@@ -176,20 +201,25 @@ def _load_joblib(config: dict[str, Any], spec: dict[str, Any], field_prefix: str
         raise StageLoadError(
             f"{field_prefix}.artifact: cannot load {spec['artifact']} with joblib: {exc}"
         ) from exc
-    return _object_stage(obj, spec, field_prefix)
+    return obj
 
 
-def _load_pickle(config: dict[str, Any], spec: dict[str, Any], field_prefix: str) -> Stage:
+def _read_pickle(config: dict[str, Any], spec: dict[str, Any], field_prefix: str) -> Any:
     _ensure_code_dir_on_path(config)
     try:
         with open(spec["artifact"], "rb") as handle:
             obj = pickle.load(handle)
+    except pickle.UnpicklingError as exc:
+        raise StageLoadError(
+            f"{field_prefix}.artifact: cannot unpickle {spec['artifact']}: {exc}; if it was written by"
+            " joblib.dump, set format: joblib (or name it .joblib)"
+        ) from exc
     except Exception as exc:
         raise StageLoadError(f"{field_prefix}.artifact: cannot unpickle {spec['artifact']}: {exc}") from exc
-    return _object_stage(obj, spec, field_prefix)
+    return obj
 
 
-def _load_skops(config: dict[str, Any], spec: dict[str, Any], field_prefix: str) -> Stage:
+def _read_skops(config: dict[str, Any], spec: dict[str, Any], field_prefix: str) -> Any:
     try:
         import skops.io as sio
     except ImportError as exc:
@@ -216,7 +246,7 @@ def _load_skops(config: dict[str, Any], spec: dict[str, Any], field_prefix: str)
         raise StageLoadError(
             f"{field_prefix}.artifact: cannot load {spec['artifact']} with skops: {exc}"
         ) from exc
-    return _object_stage(obj, spec, field_prefix)
+    return obj
 
 
 class _OnnxRunner:
@@ -256,7 +286,7 @@ class _OnnxRunner:
         return result
 
 
-def _load_onnx(config: dict[str, Any], spec: dict[str, Any], field_prefix: str) -> Stage:
+def _read_onnx(config: dict[str, Any], spec: dict[str, Any], field_prefix: str) -> Any:
     try:
         import onnxruntime
     except ImportError as exc:
@@ -270,17 +300,10 @@ def _load_onnx(config: dict[str, Any], spec: dict[str, Any], field_prefix: str) 
         raise StageLoadError(
             f"{field_prefix}.artifact: cannot load ONNX model {spec['artifact']}: {exc}"
         ) from exc
-    runner = _OnnxRunner(session, spec["method"], field_prefix)
-    return Stage(
-        name=spec["name"],
-        method=spec["method"],
-        format="onnx",
-        run=runner,
-        expected_features=runner.expected_features,
-    )
+    return session
 
 
-def _load_function(config: dict[str, Any], spec: dict[str, Any], field_prefix: str) -> Stage:
+def _read_function(config: dict[str, Any], spec: dict[str, Any], field_prefix: str) -> Any:
     code_dir = config["code_dir"]
     if not Path(code_dir).is_dir():
         raise StageLoadError(f"code_dir: directory not found: {code_dir}")
@@ -295,4 +318,4 @@ def _load_function(config: dict[str, Any], spec: dict[str, Any], field_prefix: s
     obj = getattr(module, attr, None)
     if obj is None:
         raise StageLoadError(f"{field_prefix}.function: module {module_name!r} has no attribute {attr!r}")
-    return _object_stage(obj, spec, field_prefix)
+    return obj

@@ -16,7 +16,19 @@ from ansible_collections.mlpacker.core.plugins.module_utils.artifacts import (
     detect_format,
     sha256_file,
 )
-from ansible_collections.mlpacker.core.plugins.module_utils.stage_loading import load_artifact
+from ansible_collections.mlpacker.core.plugins.module_utils.stage_loading import (
+    import_runtime,
+    load_object,
+    service_config,
+)
+
+RUNTIME_SOURCE = str(Path(__file__).resolve().parents[4] / "runtime")
+
+
+def load_artifact(path: str, artifact_format: str) -> object:
+    """The artifact as the stage runtime loads it (what artifact_info describes)."""
+    runtime = import_runtime(RUNTIME_SOURCE)
+    return load_object(runtime, service_config(runtime, [{"artifact": path, "format": artifact_format}]))
 
 
 @pytest.mark.parametrize(

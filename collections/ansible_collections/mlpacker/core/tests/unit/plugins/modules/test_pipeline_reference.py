@@ -81,10 +81,40 @@ def test_unknown_feature_count_asks_for_smoke_instances(run_module, models_dir: 
 
 
 def test_stage_failure_is_reported(run_module, models_dir: Path) -> None:
+    # Rows the first stage cannot take are refused by the runtime's input check, as the service answers 422.
     stages = split_stages(models_dir)
     result = run_module("pipeline_reference", {"stages": stages, "instances": [[1.0, 2.0]]})
     assert result["failed"] is True
-    assert "stage 'scale' (transform) failed: ValueError" in result["msg"]
+    assert result["msg"] == (
+        "cannot compute reference predictions: the instances do not fit the first stage:"
+        " instances[0]: expected 4 features, received 2"
+    )
+    # A stage that raises is named with its method (a function declares no feature count, the model fails).
+    stages = [
+        {"name": "double", "function": "features.scaling:double", "format": "function", "method": "call"},
+        {
+            "name": "model",
+            "artifact": str(models_dir / "pipeline.joblib"),
+            "format": "joblib",
+            "method": "predict",
+        },
+    ]
+    result = run_module(
+        "pipeline_reference",
+        {"stages": stages, "instances": [[1.0, 2.0]], "code_dir": str(models_dir / "code")},
+    )
+    assert result["failed"] is True
+    assert "cannot compute reference predictions: stage 'model' (predict) failed: ValueError" in result["msg"]
+
+
+def test_runtime_source_that_holds_no_runtime_is_named(run_module, models_dir: Path, tmp_path: Path) -> None:
+    args = {"stages": split_stages(models_dir), "runtime_source": str(tmp_path)}
+    result = run_module("pipeline_reference", args, check_mode=True)
+    assert result["failed"] is True
+    assert result["msg"] == (
+        f"runtime_source: {tmp_path} holds no mlpacker_runtime package"
+        f" ({tmp_path}/mlpacker_runtime/__init__.py is missing)"
+    )
 
 
 def test_cache_answers_a_rerun_and_follows_the_artifact_content(
