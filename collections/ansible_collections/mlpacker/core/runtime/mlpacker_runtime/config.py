@@ -312,7 +312,7 @@ def _infer_format(stage: dict[str, Any]) -> str | None:
 
 
 def _is_function_ref(ref: str) -> bool:
-    module, _, attr = ref.partition(":")
+    module, _colon, attr = ref.partition(":")
     return bool(module) and bool(attr) and all(part.isidentifier() for part in [*module.split("."), attr])
 
 

@@ -135,7 +135,7 @@ class _Connection:
             self._fill()
         lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
         del self.buffer[: end + 4]
-        version, _, rest = lines[0].partition(" ")
+        version, _space, rest = lines[0].partition(" ")
         code = rest[:3]
         if not version.startswith("HTTP/1.") or not code.isdigit():
             raise _BadResponse(f"not an HTTP/1.x status line: {lines[0][:80]!r}")

@@ -308,7 +308,7 @@ def _read_function(config: dict[str, Any], spec: dict[str, Any], field_prefix: s
     if not Path(code_dir).is_dir():
         raise StageLoadError(f"code_dir: directory not found: {code_dir}")
     _ensure_code_dir_on_path(config)
-    module_name, _, attr = spec["function"].partition(":")
+    module_name, _colon, attr = spec["function"].partition(":")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
