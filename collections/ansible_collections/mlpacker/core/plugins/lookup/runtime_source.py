@@ -1,3 +1,4 @@
+# ruff: noqa: E402 - Ansible plugins keep DOCUMENTATION, EXAMPLES and RETURN before the imports
 # Copyright (c) MLPacker contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 
@@ -42,10 +43,11 @@ def runtime_source_path(collection_root=_COLLECTION_ROOT):
     """The runtime folder of the collection at ``collection_root``; an error names what is missing."""
     path = os.path.join(collection_root, "runtime")
     for required in ("pyproject.toml", os.path.join("mlpacker_runtime", "__init__.py")):
-        if not os.path.isfile(os.path.join(path, required)):
+        missing = os.path.join(path, required)
+        if not os.path.isfile(missing):
             raise AnsibleLookupError(
-                "the mlpacker.core collection at %s has no stage runtime (%s is missing); "
-                "reinstall the collection or set mlpacker_runtime_source" % (collection_root, os.path.join(path, required))
+                f"the mlpacker.core collection at {collection_root} has no stage runtime ({missing} is "
+                "missing); reinstall the collection or set mlpacker_runtime_source"
             )
     return path
 
@@ -53,5 +55,5 @@ def runtime_source_path(collection_root=_COLLECTION_ROOT):
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
         if terms:
-            raise AnsibleLookupError("mlpacker.core.runtime_source takes no terms, got %r" % (terms,))
+            raise AnsibleLookupError(f"mlpacker.core.runtime_source takes no terms, got {terms!r}")
         return [runtime_source_path()]
