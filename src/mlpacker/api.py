@@ -74,13 +74,13 @@ def _run(
     project_dir: str | os.PathLike[str] | None = None,
     **run_options: Any,
 ):
-    variables = build_extravars(pipeline, broker=broker, state_dir=state_dir, extravars=extravars)
+    spec = load_spec(pipeline)  # once: a pipe such as <(...) can be read only once
+    variables = build_extravars(spec, broker=broker, state_dir=state_dir, extravars=extravars)
     source = find_playbook_source(project_dir)
     if not source.is_project:
         # The collection's own playbooks live inside the installed package, so their folder means nothing to
         # the user: a relative base_dir (and artifact path) resolves against the spec file's folder instead.
-        spec_path = load_spec(pipeline).path
-        variables.setdefault(WORKING_DIR_VAR, str(spec_path.parent if spec_path else Path.cwd()))
+        variables.setdefault(WORKING_DIR_VAR, str(spec.path.parent if spec.path else Path.cwd()))
     return run_playbook(
         operation,
         inventory=inventory,

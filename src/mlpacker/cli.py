@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         display = ProgressDisplay(err, verbose=args.verbose > 0)
         with display:
             result = operation(
-                spec.extravars,
+                spec,
                 args.inventory,
                 broker=args.broker,
                 state_dir=args.state_dir,

@@ -23,8 +23,6 @@ from mlpacker.errors import SpecError
 
 PIPELINE_KEY = "mlpacker_pipeline"
 
-PipelineSource = str | Path | Mapping[str, Any]
-
 
 @dataclass(frozen=True)
 class PipelineSpec:
@@ -46,8 +44,12 @@ class PipelineSpec:
         return name if isinstance(name, str) else None
 
 
+# A spec file path, a mapping (the file's content or the bare pipeline), or an already loaded spec.
+PipelineSource = str | Path | Mapping[str, Any] | PipelineSpec
+
+
 def load_spec(source: PipelineSource) -> PipelineSpec:
-    """Load a spec from a YAML file path or from a mapping.
+    """Load a spec from a YAML file path or from a mapping (an already loaded spec is returned as it is).
 
     A mapping may be the file's content (``{"mlpacker_pipeline": {...}, ...}``) or the bare pipeline
     (``{"name": ..., "stages": [...]}``), which is wrapped under ``mlpacker_pipeline``.
@@ -55,6 +57,8 @@ def load_spec(source: PipelineSource) -> PipelineSpec:
     Raises :class:`SpecError` naming the file when the YAML does not parse, is not a mapping, or has no
     ``mlpacker_pipeline`` mapping.
     """
+    if isinstance(source, PipelineSpec):
+        return source
     if isinstance(source, Mapping):
         data: dict[str, Any] = copy.deepcopy(dict(source))
         if PIPELINE_KEY not in data:

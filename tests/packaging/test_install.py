@@ -78,12 +78,21 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run(argv: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 900) -> str:
+    """Run a command that must succeed; its standard output and error, together."""
+    result = run_quietly(argv, cwd, env, timeout)
+    return result.stdout + result.stderr
+
+
+def run_quietly(
+    argv: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run a command that must succeed; the completed process (standard output kept apart)."""
     result = subprocess.run(
         [str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{argv[:3]} exited {result.returncode}:\n{output[-6000:]}"
-    return output
+    return result
 
 
 def test_collection_tarball_installed_elsewhere_deploys(tmp_path: Path) -> None:
@@ -194,16 +203,18 @@ def test_pip_installed_cli_deploys_outside_a_checkout(pip_installed: Path, tmp_p
     common = ["-i", inventory, "--state-dir", tmp_path / "state"]
     env = clean_env(PATH=f"{pip_installed / 'bin'}:{os.environ['PATH']}")
     # The package really is the installed one, with its collection, and not this checkout.
-    located = run([pip_installed / "bin" / "python", "-c", PRINT_SOURCE], elsewhere, env)
+    located = run_quietly([pip_installed / "bin" / "python", "-c", PRINT_SOURCE], elsewhere, env).stdout
     source: dict[str, Any] = json.loads(located)
     assert source["is_project"] is False
     assert source["collections_dir"].startswith(str(pip_installed)), source
     try:
-        deployed = json.loads(run([cli, "deploy", spec, *common, "--json", "-q"], elsewhere, env))
+        deploying = run_quietly([cli, "deploy", spec, *common, "--json", "-q"], elsewhere, env)
+        deployed = json.loads(deploying.stdout)
         url = f"http://127.0.0.1:{port}/predict"
         assert deployed["entry_points"]["rest"] == [url]
         assert post(url, SAMPLE) == expected_predictions(models["scaler"].parent, SAMPLE)
-        status = json.loads(run([cli, "status", spec, *common, "--json", "-q"], elsewhere, env))
+        reported = run_quietly([cli, "status", spec, *common, "--json", "-q"], elsewhere, env)
+        status = json.loads(reported.stdout)
         assert status["status"] == "successful", status
     finally:
         run([cli, "undeploy", spec, *common, "-q"], elsewhere, env)
