@@ -1,0 +1,52 @@
+# Copyright (c) MLPacker contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""The pip requirements of a pipeline's services: the libraries its artifacts were made with, the user's own
+requirements, and the stage runtime."""
+
+from __future__ import annotations
+
+import re
+
+# The distribution name a requirement starts with ("scikit-learn>=1.5; python_version>'3.9'": scikit-learn).
+_NAME = re.compile(r"^\s*([A-Za-z0-9_.-]+)")
+STAGE_FIELDS = ("name", "artifact", "function", "format", "method", "trusted_types")
+
+
+def stage_infos(stages, artifacts):
+    """Each plan stage with what loading its artifact told (``sha256``, library ``versions``), by name."""
+    if len(stages) != len(artifacts):
+        raise ValueError(f"{len(stages)} stages but {len(artifacts)} artifact descriptions")
+    infos = {}
+    for stage, artifact in zip(stages, artifacts):  # noqa: B905 - lengths checked above
+        info = {field: stage.get(field) for field in STAGE_FIELDS}
+        info["sha256"] = artifact.get("sha256")
+        info["versions"] = artifact.get("versions") or {}
+        infos[stage["name"]] = info
+    return infos
+
+
+def library_pins(infos):
+    """``name==version`` of every library an artifact recorded, each once, in stage order."""
+    pins = []
+    for info in infos.values():
+        for name, version in info["versions"].items():
+            pin = f"{name}=={version}"
+            if pin not in pins:
+                pins.append(pin)
+    return pins
+
+
+def canonical_name(requirement):
+    """The distribution name a requirement (or a ``name==version`` pin) is about, normalized as pip compares
+    names: case-insensitive, with ``-``, ``_`` and ``.`` alike (scikit_learn is scikit-learn)."""
+    match = _NAME.match(requirement)
+    name = match.group(1) if match else requirement
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_set(infos, user_requirements, runtime_version):
+    """The artifacts' pins (a library the user names is theirs to pin) and the user's requirements, sorted as
+    text regardless of case, then the runtime pinned to ``runtime_version``."""
+    user_names = {canonical_name(requirement) for requirement in user_requirements}
+    pins = [pin for pin in library_pins(infos) if canonical_name(pin) not in user_names]
+    return sorted(pins + list(user_requirements), key=str.lower) + [f"mlpacker-runtime=={runtime_version}"]
