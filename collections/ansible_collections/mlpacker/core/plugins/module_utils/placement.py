@@ -2,7 +2,7 @@
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """Placement plan: which service runs on which host, on which port, wired to what.
 
-Input is the normalised spec from spec.py; output is the ``plan`` contract of docs/architecture.md
+Input is the normalised spec from spec_validation.py; output is the ``plan`` contract of docs/architecture.md
 ("Placement plan") that the deploy roles consume.
 """
 
@@ -14,7 +14,7 @@ from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract imp
     OUTPUT_INSTANCES,
     OUTPUT_PREDICTIONS,
 )
-from ansible_collections.mlpacker.core.plugins.module_utils.spec import SPEC_ROOT, SpecError
+from ansible_collections.mlpacker.core.plugins.module_utils.spec_validation import SPEC_ROOT, SpecError
 
 DEFAULT_PORT = 8000
 

@@ -224,7 +224,10 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mlpacker.core.plugins.module_utils.broker import broker_options, resolve_broker
 from ansible_collections.mlpacker.core.plugins.module_utils.placement import build_plan
-from ansible_collections.mlpacker.core.plugins.module_utils.spec import SpecError, validate_pipeline
+from ansible_collections.mlpacker.core.plugins.module_utils.spec_validation import (
+    SpecError,
+    validate_pipeline,
+)
 
 
 def groups_as_lists(groups):

@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 from ansible_collections.mlpacker.core.plugins.module_utils.broker import resolve_broker
 from ansible_collections.mlpacker.core.plugins.module_utils.placement import build_plan, predict_url
-from ansible_collections.mlpacker.core.plugins.module_utils.spec import SpecError, validate_pipeline
+from ansible_collections.mlpacker.core.plugins.module_utils.spec_validation import (
+    SpecError,
+    validate_pipeline,
+)
 
 GROUPS = {
     "all": ["edge1", "edge2", "fog1", "cloud1", "mqtt1"],

@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible_collections.mlpacker.core.plugins.module_utils.spec import SpecError, validate_pipeline
+from ansible_collections.mlpacker.core.plugins.module_utils.spec_validation import (
+    SpecError,
+    validate_pipeline,
+)
 
 GROUPS = {
     "all": ["edge1", "edge2", "cloud1", "mqtt1"],
