@@ -1,4 +1,4 @@
-"""The stage role's molecule scenario (syntax, prepare, converge, idempotence, check, verify, cleanup)."""
+"""The service role's molecule scenario (syntax, prepare, converge, idempotence, check, verify, cleanup)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-STAGE_ROLE = REPO / "collections" / "ansible_collections" / "mlpacker" / "core" / "roles" / "stage"
+SERVICE_ROLE = REPO / "collections" / "ansible_collections" / "mlpacker" / "core" / "roles" / "service"
 
 
 @pytest.mark.slow
-def test_stage_role_molecule_scenario() -> None:
+def test_service_role_molecule_scenario() -> None:
     # molecule calls ansible-playbook, ansible-config and friends by name: the virtualenv's bin goes first.
     venv_bin = Path(sys.executable).parent
     result = subprocess.run(
         [str(venv_bin / "molecule"), "test"],
-        cwd=STAGE_ROLE,
+        cwd=SERVICE_ROLE,
         capture_output=True,
         text=True,
         timeout=580,

@@ -1,4 +1,4 @@
-"""The systemd path of the stage and broker roles, checked for what it renders: this machine runs no
+"""The systemd path of the service and broker roles, checked for what it renders: this machine runs no
 systemd, but ``systemd-analyze verify`` checks a unit file without one."""
 
 from __future__ import annotations
@@ -13,26 +13,26 @@ from tests.deploy.helpers import REPO_ROOT, run_playbook, write_vars_file
 
 ROLES = REPO_ROOT / "collections" / "ansible_collections" / "mlpacker" / "core" / "roles"
 RENDER_PLAYBOOK = """
-- name: Render the stage role's systemd units
+- name: Render the service role's systemd units
   hosts: localhost
   gather_facts: false
   vars_files:
-    - {roles}/stage/defaults/main.yml
-    - {roles}/stage/vars/main.yml
+    - {roles}/service/defaults/main.yml
+    - {roles}/service/vars/main.yml
   tasks:
     - name: Render the service unit
       ansible.builtin.template:
-        src: {roles}/stage/templates/mlpacker-service.service.j2
-        dest: "{{{{ out_dir }}}}/mlpacker-{{{{ mlpacker_stage_service.id }}}}.service"
+        src: {roles}/service/templates/mlpacker-service.service.j2
+        dest: "{{{{ out_dir }}}}/mlpacker-{{{{ mlpacker_service.id }}}}.service"
         mode: "0644"
     - name: Render the canary unit
       ansible.builtin.template:
-        src: {roles}/stage/templates/mlpacker-service.service.j2
-        dest: "{{{{ out_dir }}}}/mlpacker-{{{{ mlpacker_stage_service.id }}}}-canary.service"
+        src: {roles}/service/templates/mlpacker-service.service.j2
+        dest: "{{{{ out_dir }}}}/mlpacker-{{{{ mlpacker_service.id }}}}-canary.service"
         mode: "0644"
       vars:
-        _mlpacker_stage_canary: true
-        _mlpacker_stage_canary_port: 40123
+        _mlpacker_service_canary: true
+        _mlpacker_service_canary_port: 40123
 """
 
 # A platform skip, not a missing component (it stays a skip under CI, listed with its reason): the suite
@@ -62,12 +62,11 @@ def test_rendered_units_pass_systemd_analyze_verify(tmp_path: Path, mode: str) -
         tmp_path / "vars.yml",
         {
             "out_dir": str(out_dir),
-            "mlpacker_stage_root": str(root),
-            "mlpacker_stage_log_root": str(tmp_path / "log"),
-            "mlpacker_stage_pipeline": "iris",
-            "mlpacker_stage_mode": mode,
-            "mlpacker_stage_service": {"id": "iris-scale", "port": 8000, "stages": ["scale"]},
-            "_mlpacker_stage_release_id": "0123456789ab",
+            "mlpacker_host_root": str(root),
+            "mlpacker_host_log_root": str(tmp_path / "log"),
+            "mlpacker_service": {"id": "iris-scale", "port": 8000, "stages": ["scale"]},
+            "mlpacker_service_deployment": {"pipeline": "iris", "mode": mode, "stages": {}, "wheelhouse_id": "w"},
+            "_mlpacker_service_release_id": "0123456789ab",
         },
     )
     rendered = run_playbook(str(playbook), REPO_ROOT / "inventories" / "local", [variables])
