@@ -65,7 +65,12 @@ def test_rendered_units_pass_systemd_analyze_verify(tmp_path: Path, mode: str) -
             "mlpacker_host_root": str(root),
             "mlpacker_host_log_root": str(tmp_path / "log"),
             "mlpacker_service": {"id": "iris-scale", "port": 8000, "stages": ["scale"]},
-            "mlpacker_service_deployment": {"pipeline": "iris", "mode": mode, "stages": {}, "wheelhouse_id": "w"},
+            "mlpacker_service_deployment": {
+                "pipeline": "iris",
+                "mode": mode,
+                "stages": {},
+                "wheelhouse_id": "w",
+            },
             "_mlpacker_service_release_id": "0123456789ab",
         },
     )

@@ -26,7 +26,7 @@ options:
 EXAMPLES = r"""
 - name: Show the digest of the roles that deploy services
   ansible.builtin.debug:
-    msg: "{{ lookup('mlpacker.core.roles_digest', 'service', 'service_container', '_host') }}"
+    msg: "{{ lookup('mlpacker.core.roles_digest', 'service', 'service_container', 'host') }}"
 """
 
 RETURN = r"""
@@ -54,7 +54,9 @@ def roles_digest(roles, collection_root=_COLLECTION_ROOT):
     for role in roles:
         role_dir = os.path.join(collection_root, "roles", role)
         if not os.path.isdir(role_dir):
-            raise AnsibleLookupError(f"the mlpacker.core collection at {collection_root} has no role {role!r}")
+            raise AnsibleLookupError(
+                f"the mlpacker.core collection at {collection_root} has no role {role!r}"
+            )
         for folder, subfolders, files in os.walk(role_dir):
             if folder == role_dir:
                 subfolders[:] = [name for name in subfolders if name not in _LEFT_OUT]

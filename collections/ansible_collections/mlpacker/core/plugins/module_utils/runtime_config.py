@@ -2,7 +2,7 @@
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """The runtime configuration of one service (its ``config.json``), from the plan and the deploy settings.
 
-Both deploy roles write it (mlpacker.core.stage into the release, mlpacker.core.stage_container into the
+Both deploy roles write it (mlpacker.core.service into the release, mlpacker.core.service_container into the
 image's build context) through the ``mlpacker.core.runtime_config`` filter, so the two cannot drift apart. The
 format is the contract of docs/architecture.md ("Runtime configuration"); ``mlpacker-runtime check``
 validates the written file before any switch. Fields the roles do not write take the runtime's defaults.

@@ -17,7 +17,7 @@ from ansible_collections.mlpacker.core.plugins.lookup.roles_digest import roles_
 COLLECTION = Path(__file__).resolve().parents[4]
 COLLECTIONS_DIR = Path(__file__).resolve().parents[7]
 ANSIBLE = Path(sys.executable).with_name("ansible")
-ROLES = ["service", "service_container", "_host"]
+ROLES = ["service", "service_container", "host"]
 
 
 @pytest.fixture
@@ -31,8 +31,12 @@ def test_digest_is_stable_and_changes_with_any_file_that_shapes_a_deploy(collect
     before = roles_digest(ROLES, str(collection))
     assert before == roles_digest(ROLES, str(collection))
     assert len(before) == 64
-    for changed in ("_host/files/make_venv.sh", "service/templates/supervisor-program.conf.j2",
-                    "service_container/vars/main.yml", "_host/tasks/main.yml"):
+    for changed in (
+        "host/files/make_venv.sh",
+        "service/templates/supervisor-program.conf.j2",
+        "service_container/vars/main.yml",
+        "host/tasks/main.yml",
+    ):
         path = collection / "roles" / changed
         original = path.read_bytes()
         path.write_bytes(original + b"\n")
@@ -47,7 +51,7 @@ def test_digest_is_stable_and_changes_with_any_file_that_shapes_a_deploy(collect
 def test_documentation_and_tests_leave_the_digest_alone(collection: Path) -> None:
     before = roles_digest(ROLES, str(collection))
     (collection / "roles/service/README.md").write_text("changed\n")
-    (collection / "roles/_host/meta/argument_specs.yml").write_text("---\nargument_specs: {}\n")
+    (collection / "roles/host/meta/argument_specs.yml").write_text("---\nargument_specs: {}\n")
     assert roles_digest(ROLES, str(collection)) == before
 
 
@@ -58,10 +62,22 @@ def test_a_missing_role_is_an_error(collection: Path) -> None:
 
 def test_the_lookup_runs_in_ansible_over_the_installed_collection() -> None:
     result = subprocess.run(
-        [str(ANSIBLE), "localhost", "-m", "ansible.builtin.debug", "-a",
-         "msg={{ lookup('mlpacker.core.roles_digest', 'service', 'service_container', '_host') }}"],
-        capture_output=True, text=True, check=False,
-        env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS_DIR), "ANSIBLE_LOCALHOST_WARNING": "0"},
+        [
+            str(ANSIBLE),
+            "localhost",
+            "-m",
+            "ansible.builtin.debug",
+            "-a",
+            "msg={{ lookup('mlpacker.core.roles_digest', 'service', 'service_container', 'host') }}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={
+            **os.environ,
+            "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS_DIR),
+            "ANSIBLE_LOCALHOST_WARNING": "0",
+        },
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert roles_digest(ROLES, str(COLLECTION)) in result.stdout
