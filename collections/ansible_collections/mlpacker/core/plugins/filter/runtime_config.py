@@ -13,8 +13,9 @@ description:
   - Turns a service of the placement plan (M(mlpacker.core.pipeline_plan)) and the deploy settings into the
     runtime configuration C(mlpacker_runtime) reads, as a dictionary; write it with
     C(to_nice_json(sort_keys=true)).
-  - The roles C(mlpacker.core.service) and C(mlpacker.core.service_container) both write their C(config.json) with
-    it, so a service's configuration is the same under a service manager and in a container.
+  - The roles C(mlpacker.core.service) and C(mlpacker.core.service_container) both write their
+    C(config.json) with it, so a service's configuration is the same under a service manager and in a
+    container.
   - REST mode writes the C(rest) section, stream mode the C(stream) section; the fields left out take the
     runtime's defaults. Broker TLS settings given as V(null) keep their defaults.
   - Fails naming the field when an input cannot make a configuration (an unknown O(mode), a stage without
