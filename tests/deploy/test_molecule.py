@@ -1,5 +1,5 @@
-"""The roles' molecule scenarios (syntax, prepare, converge, idempotence, check, verify, cleanup) on this machine:
-service (a REST service under supervisord), broker (the managed Mosquitto under supervisord) and
+"""The roles' molecule scenarios (syntax, prepare, converge, idempotence, check, verify, cleanup) on this
+machine: service (a REST service under supervisord), broker (the managed Mosquitto under supervisord) and
 service_container (a REST service in a container on the machine's Docker engine)."""
 
 from __future__ import annotations
