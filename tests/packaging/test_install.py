@@ -95,6 +95,22 @@ def run_quietly(
     return result
 
 
+def write_iris_spec(path: Path, name: str, port: int, artifacts: list[str], **extra: Any) -> Path:
+    """An atomic REST iris spec on the `cloud` group (scale -> reduce -> classify), artifact paths as given;
+    ``base_dir`` and other top-level keys from ``extra``."""
+    base_dir = extra.pop("base_dir", None)
+    stages = [
+        {"name": stage, "artifact": artifact}
+        for stage, artifact in zip(("scale", "reduce", "classify"), artifacts, strict=True)
+    ]
+    stages[0]["port"] = port
+    pipeline: dict[str, Any] = {"name": name, "layout": "atomic", "group": "cloud", "stages": stages}
+    if base_dir is not None:
+        pipeline["base_dir"] = base_dir
+    path.write_text(yaml.safe_dump({"mlpacker_pipeline": pipeline, **extra}))
+    return path
+
+
 def test_collection_tarball_installed_elsewhere_deploys(tmp_path: Path) -> None:
     dist, installed, project = tmp_path / "dist", tmp_path / "collections", tmp_path / "project"
     project.mkdir()
@@ -108,26 +124,15 @@ def test_collection_tarball_installed_elsewhere_deploys(tmp_path: Path) -> None:
 
     models = train_iris(project / "models")
     name, port = unique_name("tarball"), free_port_block(4)
-    spec = project / "pipeline.yml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "mlpacker_pipeline": {
-                    "name": name,
-                    "layout": "atomic",
-                    "group": "cloud",
-                    # A user's own playbook: playbook_dir is the project folder, so relative paths work.
-                    "base_dir": "{{ playbook_dir }}/models",
-                    "stages": [
-                        {"name": "scale", "artifact": models["scaler"].name, "port": port},
-                        {"name": "reduce", "artifact": models["pca"].name},
-                        {"name": "classify", "artifact": models["classifier"].name},
-                    ],
-                },
-                "mlpacker_state_dir": str(tmp_path / "state"),
-                "mlpacker_cache_dir": str(tmp_path / "cache"),
-            }
-        )
+    # A user's own playbook: playbook_dir is the project folder, so relative paths work.
+    spec = write_iris_spec(
+        project / "pipeline.yml",
+        name,
+        port,
+        [models[stage].name for stage in ("scaler", "pca", "classifier")],
+        base_dir="{{ playbook_dir }}/models",
+        mlpacker_state_dir=str(tmp_path / "state"),
+        mlpacker_cache_dir=str(tmp_path / "cache"),
     )
     (project / "deploy.yml").write_text(
         "- name: Deploy my pipeline\n"
@@ -180,23 +185,12 @@ def test_pip_installed_cli_deploys_outside_a_checkout(pip_installed: Path, tmp_p
     elsewhere.mkdir(parents=True)
     models = train_iris(spec_dir / "models")
     name, port = unique_name("pipcli"), free_port_block(4)
-    spec = spec_dir / "pipeline.yml"
     # No base_dir: the artifact paths are relative to the spec file's folder.
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "mlpacker_pipeline": {
-                    "name": name,
-                    "layout": "atomic",
-                    "group": "cloud",
-                    "stages": [
-                        {"name": "scale", "artifact": f"models/{models['scaler'].name}", "port": port},
-                        {"name": "reduce", "artifact": f"models/{models['pca'].name}"},
-                        {"name": "classify", "artifact": f"models/{models['classifier'].name}"},
-                    ],
-                }
-            }
-        )
+    spec = write_iris_spec(
+        spec_dir / "pipeline.yml",
+        name,
+        port,
+        [f"models/{models[stage].name}" for stage in ("scaler", "pca", "classifier")],
     )
     inventory = local_inventory(tmp_path / "hosts.yml", pip_installed / "bin" / "python")
     cli = pip_installed / "bin" / "mlpacker"

@@ -26,6 +26,7 @@ description:
     artifact skips the import of its libraries and the load. The sha256 is computed on every run.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - mlpacker.core.runtime_source
 attributes:
   check_mode:
     support: full
@@ -65,14 +66,6 @@ options:
     description:
       - Controller directory that keeps what loading each artifact file told (not used for function stages).
       - Created when missing. When it cannot be written, the module warns and goes on without it.
-    type: path
-  runtime_source:
-    description:
-      - The folder on the controller holding the stage runtime's C(mlpacker_runtime) package (the pipeline
-        role passes C(mlpacker_runtime_source)). The module fails, naming it, when the runtime cannot be
-        imported from there.
-      - When not given, the action plugin sets the C(runtime/) folder of this collection (what the
-        C(mlpacker.core.runtime_source) lookup returns).
     type: path
 notes:
   - joblib and pickle files can run arbitrary code when loaded. Only inspect artifacts you trust.

@@ -29,6 +29,7 @@ description:
     loading the stages.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - mlpacker.core.runtime_source
 attributes:
   check_mode:
     support: full
@@ -69,14 +70,6 @@ options:
     description:
       - Controller directory that keeps computed results. Created when missing. When it cannot be written,
         the module warns and goes on without it.
-    type: path
-  runtime_source:
-    description:
-      - The folder on the controller holding the stage runtime's C(mlpacker_runtime) package (the pipeline
-        role passes C(mlpacker_runtime_source)). The module fails, naming it, when the runtime cannot be
-        imported from there.
-      - When not given, the action plugin sets the C(runtime/) folder of this collection (what the
-        C(mlpacker.core.runtime_source) lookup returns).
     type: path
 requirements:
   - numpy, and the libraries the stages need (scikit-learn, joblib, skops, onnxruntime) in the controller's

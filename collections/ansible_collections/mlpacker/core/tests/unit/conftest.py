@@ -50,9 +50,14 @@ def free_port() -> int:
 
 
 def run_ansible_module(
-    module: str, args: dict[str, Any], cwd: str | None = None, check_mode: bool = False
+    module: str,
+    args: dict[str, Any],
+    cwd: str | None = None,
+    check_mode: bool = False,
+    extra_vars: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run ``mlpacker.core.<module>`` through a real ``ansible localhost -m`` and return its result dict."""
+    """Run ``mlpacker.core.<module>`` (or a module given by its full name) through a real
+    ``ansible localhost -m`` with ``-e`` for each of ``extra_vars``; return its result dict."""
     env = dict(os.environ)
     env.update(
         {
@@ -64,7 +69,10 @@ def run_ansible_module(
             "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
         }
     )
-    command = [str(ANSIBLE), "localhost", "-m", "mlpacker.core." + module, "-a", json.dumps(args)]
+    name = module if "." in module else "mlpacker.core." + module
+    command = [str(ANSIBLE), "localhost", "-m", name, "-a", json.dumps(args)]
+    for variables in extra_vars or []:
+        command += ["-e", variables]
     if check_mode:
         command.append("--check")
     completed = subprocess.run(

@@ -5,17 +5,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from ansible_collections.mlpacker.core.plugins.module_utils.runtime_config import runtime_config
 
-COLLECTIONS_DIR = Path(__file__).resolve().parents[7]
-ANSIBLE = Path(sys.executable).with_name("ansible")
 RELEASE = "/opt/mlpacker/fx/fx/releases/0123456789ab"
 STAGES = [
     {"name": "scale", "artifact": "/ctrl/scaler.joblib", "function": None, "format": "joblib",
@@ -41,29 +36,11 @@ EXPRESSION = (
 )
 
 
-def template(expression: str, variables: dict[str, Any]) -> dict[str, Any]:
-    """Template ``expression`` through ``ansible localhost -m debug``; return the host's result."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS_DIR),
-            "ANSIBLE_STDOUT_CALLBACK": "json",
-            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-            "ANSIBLE_LOCALHOST_WARNING": "0",
-            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-        }
+def template(run_module: Callable[..., dict[str, Any]], variables: dict[str, Any]) -> dict[str, Any]:
+    """EXPRESSION templated by ``ansible localhost -m debug`` (conftest's run_module): the host's result."""
+    return run_module(
+        "ansible.builtin.debug", {"msg": EXPRESSION}, extra_vars=[json.dumps(variables), "workers=3"]
     )
-    command = [
-        str(ANSIBLE), "localhost", "-m", "ansible.builtin.debug", "-a", json.dumps({"msg": expression}),
-        "-e", json.dumps(variables), "-e", "workers=3",
-    ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
-    try:
-        document = json.loads(completed.stdout)
-    except ValueError as exc:
-        raise AssertionError(f"ansible printed no JSON:\n{completed.stdout}\n{completed.stderr}") from exc
-    return document["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 
 @pytest.mark.parametrize(
@@ -80,11 +57,11 @@ def template(expression: str, variables: dict[str, Any]) -> dict[str, Any]:
     ids=["rest", "stream"],
 )
 def test_the_filter_writes_what_the_function_makes(
-    mode: str, broker: dict[str, Any], code_dir: Any, allow: Any
+    run_module: Callable[..., dict[str, Any]], mode: str, broker: dict[str, Any], code_dir: Any, allow: Any
 ) -> None:
     variables = {"service": SERVICE, "stages": STAGES, "release": RELEASE, "mode": mode, "broker": broker,
                  "code_dir": code_dir, "allow": allow}  # fmt: skip
-    result = template(EXPRESSION, variables)
+    result = template(run_module, variables)
     assert not result.get("failed"), result.get("msg")
     expected = runtime_config(
         SERVICE, STAGES, pipeline="fx", mode=mode, release_dir=RELEASE, code_dir=code_dir, broker=broker,
@@ -96,9 +73,9 @@ def test_the_filter_writes_what_the_function_makes(
         assert result["msg"]["rest"]["workers"] == 3
 
 
-def test_the_filter_fails_naming_the_field() -> None:
+def test_the_filter_fails_naming_the_field(run_module: Callable[..., dict[str, Any]]) -> None:
     variables = {"service": dict(SERVICE, port="http"), "stages": STAGES, "release": RELEASE, "mode": "rest",
                  "broker": {}, "code_dir": None, "allow": False}  # fmt: skip
-    result = template(EXPRESSION, variables)
+    result = template(run_module, variables)
     assert result.get("failed")
     assert "mlpacker.core.runtime_config: service.port: expected an integer, got 'http'" in result["msg"]
