@@ -41,6 +41,7 @@ import os
 
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
+from ansible_collections.mlpacker.core.plugins.module_utils.artifacts import code_dir_digest
 
 # plugins/lookup/roles_digest.py -> the collection root
 _COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,7 +50,8 @@ _LEFT_OUT = ("meta", "molecule", "README.md")
 
 
 def roles_digest(roles, collection_root=_COLLECTION_ROOT):
-    """sha256 over the relative path and content of every file of ``roles``; an error names a missing role."""
+    """sha256 over each role's name and the digest of its files (artifacts.code_dir_digest: relative paths and
+    contents); an error names a missing role."""
     digest = hashlib.sha256()
     for role in roles:
         role_dir = os.path.join(collection_root, "roles", role)
@@ -57,17 +59,8 @@ def roles_digest(roles, collection_root=_COLLECTION_ROOT):
             raise AnsibleLookupError(
                 f"the mlpacker.core collection at {collection_root} has no role {role!r}"
             )
-        for folder, subfolders, files in os.walk(role_dir):
-            if folder == role_dir:
-                subfolders[:] = [name for name in subfolders if name not in _LEFT_OUT]
-                files = [name for name in files if name not in _LEFT_OUT]
-            subfolders.sort()
-            for name in sorted(files):
-                path = os.path.join(folder, name)
-                with open(path, "rb") as handle:
-                    content = handle.read()
-                digest.update(os.path.relpath(path, collection_root).encode() + b"\0")
-                digest.update(hashlib.sha256(content).digest())
+        role_digest, _size = code_dir_digest(role_dir, left_out=_LEFT_OUT)
+        digest.update(f"{role}\0{role_digest}\0".encode())
     return digest.hexdigest()
 
 

@@ -40,14 +40,16 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def code_dir_digest(code_dir: str) -> tuple[str, int]:
-    """sha256 and total size over a code tree (relative paths and contents, in sorted order)."""
+def code_dir_digest(code_dir: str, left_out: tuple[str, ...] = ()) -> tuple[str, int]:
+    """sha256 and total size over a code tree (relative paths and contents, in sorted order); the files and
+    folders named in ``left_out`` at the tree's top are not counted."""
     digest = hashlib.sha256()
     total_size = 0
     for root, dirs, files in os.walk(code_dir):
-        dirs[:] = sorted(name for name in dirs if name != "__pycache__")
+        top = root == code_dir
+        dirs[:] = sorted(name for name in dirs if name != "__pycache__" and not (top and name in left_out))
         for name in sorted(files):
-            if name.endswith(".pyc"):
+            if name.endswith(".pyc") or (top and name in left_out):
                 continue
             full_path = os.path.join(root, name)
             digest.update(os.path.relpath(full_path, code_dir).encode("utf-8") + b"\0")

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import STAGE_KEYS
+
 # The distribution name a requirement starts with ("scikit-learn>=1.5; python_version>'3.9'": scikit-learn).
 _NAME = re.compile(r"^\s*([A-Za-z0-9_.-]+)")
-STAGE_FIELDS = ("name", "artifact", "function", "format", "method", "trusted_types")
 
 
 def stage_infos(stages, artifacts):
@@ -18,7 +19,7 @@ def stage_infos(stages, artifacts):
         raise ValueError(f"{len(stages)} stages but {len(artifacts)} artifact descriptions")
     infos = {}
     for stage, artifact in zip(stages, artifacts):  # noqa: B905 - lengths checked above
-        info = {field: stage.get(field) for field in STAGE_FIELDS}
+        info = {field: stage.get(field) for field in STAGE_KEYS}
         info["sha256"] = artifact.get("sha256")
         info["versions"] = artifact.get("versions") or {}
         infos[stage["name"]] = info

@@ -21,6 +21,8 @@ EXTENSION_FORMATS = {
     ".skops": "skops",
     ".onnx": "onnx",
 }
+# What a stage entry of the runtime configuration holds from the plan (the hosts add sha256 and versions).
+STAGE_KEYS = ("name", "artifact", "function", "format", "method", "trusted_types")
 CALL_METHOD = "call"
 METHODS = ("predict", "predict_proba", "transform", "decision_function", CALL_METHOD)
 # The methods of a fitted object (a function stage is called instead).

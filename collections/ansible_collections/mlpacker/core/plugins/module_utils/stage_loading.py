@@ -20,9 +20,9 @@ import sys
 from types import SimpleNamespace
 from typing import Any
 
+from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import STAGE_KEYS
+
 RUNTIME_PACKAGE = "mlpacker_runtime"
-# Keys of a plan stage that a service's runtime configuration carries (the hosts add sha256 and versions).
-RUNTIME_STAGE_KEYS = ("name", "artifact", "function", "format", "method", "trusted_types")
 # Module and distribution each format loads with, imported first so a missing one is named.
 FORMAT_LIBRARIES = {
     "joblib": ("joblib", "joblib"),
@@ -104,7 +104,7 @@ def service_config(
     """
     raw_stages = []
     for index, stage in enumerate(stages):
-        entry = {key: stage[key] for key in RUNTIME_STAGE_KEYS if stage.get(key) not in (None, "")}
+        entry = {key: stage[key] for key in STAGE_KEYS if stage.get(key) not in (None, "")}
         entry.setdefault("name", f"stages[{index}]")
         raw_stages.append(entry)
         own_code_dir = stage.get("code_dir")
