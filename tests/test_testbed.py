@@ -204,10 +204,10 @@ def test_cli_status_reports_the_running_test_bed(testbed: Testbed) -> None:
         ["/usr/bin/python3", str(REPO_ROOT / "tests" / "testbed" / "testbed.py"), "status"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "MLPACKER_TESTBED_DIR": str(testbed.state_dir)},
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["up"] is True
     assert {name: h["address"] for name, h in report["hosts"].items()} == testbed.addresses
