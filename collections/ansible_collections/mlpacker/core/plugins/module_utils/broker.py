@@ -8,6 +8,7 @@ from typing import Any
 
 from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import (
     DEFAULT_BROKER_PORT,
+    DEFAULT_BROKER_TLS_PORT,
     DEFAULT_TLS,
 )
 
@@ -47,11 +48,13 @@ def resolve_broker(
     broker: dict[str, Any] | None,
     groups: dict[str, list[str]],
     addresses: dict[str, str],
+    tls: bool = True,
 ) -> dict[str, Any] | None:
     """Resolve the broker the services connect to, or None when there is none.
 
     A given ``broker`` (the user's own broker) wins; otherwise the first host of the inventory group
-    ``broker`` runs a managed Mosquitto on 1883 (``managed: true`` tells the roles to install it).
+    ``broker`` runs a managed Mosquitto (``managed: true`` tells the roles to install it): a TLS listener on
+    8883 with ``tls`` (the deploy fills in the CA), plain 1883 only for an insecure deploy.
     """
     if broker and broker.get("host"):
         return {
@@ -69,10 +72,10 @@ def resolve_broker(
     inventory_host = broker_hosts[0]
     return {
         "host": addresses.get(inventory_host) or inventory_host,
-        "port": DEFAULT_BROKER_PORT,
+        "port": DEFAULT_BROKER_TLS_PORT if tls else DEFAULT_BROKER_PORT,
         "username": None,
         "password": None,
-        "tls": dict(DEFAULT_TLS),
+        "tls": {**DEFAULT_TLS, "enabled": bool(tls)},
         "managed": True,
         "inventory_host": inventory_host,
     }

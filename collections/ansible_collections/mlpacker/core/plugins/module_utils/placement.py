@@ -23,10 +23,10 @@ def stage_topic(pipeline: str, stage: str) -> str:
     return f"mlpacker/{pipeline}/stage/{stage}/in"
 
 
-def predict_url(address: str, port: int) -> str:
+def predict_url(address: str, port: int, tls: bool = True) -> str:
     # IPv6 literals need brackets inside a URL.
     host = f"[{address}]" if ":" in address and not address.startswith("[") else address
-    return f"http://{host}:{port}/predict"
+    return "{}://{}:{}/predict".format("https" if tls else "http", host, port)
 
 
 def draft_services(spec: dict[str, Any], addresses: dict[str, str]) -> list[dict[str, Any]]:
@@ -112,8 +112,9 @@ def build_plan(
     addresses: dict[str, str],
     broker: dict[str, Any] | None,
     default_port: int = DEFAULT_PORT,
+    tls: bool = True,
 ) -> dict[str, Any]:
-    """Compute the placement plan for a spec validated by spec.validate_pipeline."""
+    """Compute the placement plan for a spec validated by spec.validate_pipeline (``tls``: https URLs)."""
     name = spec["name"]
     mode = spec["mode"]
     stages = spec["stages"]
@@ -126,7 +127,7 @@ def build_plan(
     urls_by_stage: dict[int, list[str]] = {}
     for draft in drafts:
         urls_by_stage.setdefault(draft["stage_indexes"][0], []).append(
-            predict_url(draft["address"], draft["port"])
+            predict_url(draft["address"], draft["port"], tls)
         )
 
     services: list[dict[str, Any]] = []
@@ -152,7 +153,7 @@ def build_plan(
             "containers": draft["containers"],
         }
         if mode == "rest":
-            service["url"] = predict_url(draft["address"], draft["port"])
+            service["url"] = predict_url(draft["address"], draft["port"], tls)
             service["next_hops"] = [] if is_last else list(urls_by_stage.get(last_index + 1, []))
         else:
             service["input_topic"] = (
@@ -198,6 +199,7 @@ def build_plan(
     return {
         "name": name,
         "mode": mode,
+        "tls": bool(tls),
         "layout": spec["layout"],
         "containers": spec["containers"],
         "base_dir": spec["base_dir"],

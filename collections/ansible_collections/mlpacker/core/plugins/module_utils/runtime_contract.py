@@ -34,6 +34,8 @@ OUTPUT_KINDS = (OUTPUT_INSTANCES, OUTPUT_PREDICTIONS)
 # Services listen on every address (REST port, or the health port in stream mode).
 BIND_ALL = "0.0.0.0"
 DEFAULT_BROKER_PORT = 1883
+# The managed Mosquitto's TLS listener (plain 1883 only when the pipeline is deployed insecure).
+DEFAULT_BROKER_TLS_PORT = 8883
 DEFAULT_TLS = {"enabled": False, "ca_file": None, "cert_file": None, "key_file": None, "insecure": False}
 
 

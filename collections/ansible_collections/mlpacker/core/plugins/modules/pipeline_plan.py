@@ -76,9 +76,8 @@ options:
   broker:
     description:
       - The MQTT broker stream services use (the C(mlpacker_broker) setting). When not given, the first host
-        of the
-        inventory group C(broker) runs a managed Mosquitto on port 1883 (the plan's broker then has
-          C(managed=true)).
+        of the inventory group C(broker) runs a managed Mosquitto, a TLS listener on port 8883 (plain 1883
+        with O(tls=false)); the plan's broker then has C(managed=true).
       - Stream mode needs one of the two. Ignored in REST mode.
     type: dict
     suboptions:
@@ -132,6 +131,12 @@ options:
       - First port given to services that do not set one.
     type: int
     default: 8000
+  tls:
+    description:
+      - Whether the services speak TLS. V(true) makes every URL C(https://) and the managed broker a TLS
+        listener on 8883; V(false) (an insecure deploy, C(mlpacker_insecure)) C(http://) and plain 1883.
+    type: bool
+    default: true
 author:
   - MLPacker contributors (@mlpacker)
 """
@@ -194,11 +199,11 @@ plan:
          method: transform, trusted_types: [], group: edge, hosts: [edge1], port: null, containers: false}
     services:
       - {id: iris-scale, host: edge1, address: 10.0.0.2, stages: [scale], port: 8000,
-         url: "http://10.0.0.2:8000/predict", next_hops: ["http://10.0.0.4:8000/predict"], input_topic: null,
+         url: "https://10.0.0.2:8000/predict", next_hops: ["https://10.0.0.4:8000/predict"], input_topic: null,
          output_topic: null, output_kind: null, error_topic: null, share_group: mlpacker-iris-scale,
          client_id: mlpacker-iris-scale-edge1, containers: false}
     hosts: {edge1: [iris-scale]}
-    entry_points: {rest: ["http://10.0.0.2:8000/predict"]}
+    entry_points: {rest: ["https://10.0.0.2:8000/predict"]}
     broker: null
 broker:
   description:
@@ -209,13 +214,13 @@ broker:
       C(inventory_host), the first host of the group C(broker)).'
   returned: success
   type: dict
-  sample: {host: 10.0.0.9, port: 1883, username: null, password: null, managed: true, inventory_host: broker1,
-           tls: {enabled: false, ca_file: null, cert_file: null, key_file: null, insecure: false}}
+  sample: {host: 10.0.0.9, port: 8883, username: null, password: null, managed: true, inventory_host: broker1,
+           tls: {enabled: true, ca_file: null, cert_file: null, key_file: null, insecure: false}}
 entry_points:
   description: Where to send data to the pipeline (same as C(plan.entry_points)).
   returned: success
   type: dict
-  sample: {stream: {broker: {host: 10.0.0.9, port: 1883}, input_topic: mlpacker/iris/in,
+  sample: {stream: {broker: {host: 10.0.0.9, port: 8883}, input_topic: mlpacker/iris/in,
                     output_topic: mlpacker/iris/out, error_topic: mlpacker/iris/errors}}
 """
 
@@ -251,6 +256,7 @@ def main():
             "broker": {"type": "dict", "options": broker_options()},
             "working_dir": {"type": "path"},
             "default_port": {"type": "int", "default": 8000},
+            "tls": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )
@@ -264,11 +270,13 @@ def main():
         spec = validate_pipeline(
             params["pipeline"], groups, working_dir, broker_given=params["broker"] is not None
         )
-        broker = resolve_broker(params["broker"], groups, addresses) if spec["mode"] == "stream" else None
+        broker = None
+        if spec["mode"] == "stream":
+            broker = resolve_broker(params["broker"], groups, addresses, tls=params["tls"])
         if broker is not None:
             # The password stays in the caller's mlpacker_broker: Ansible would mask it in the result anyway.
             broker["password"] = None
-        plan = build_plan(spec, addresses, broker, default_port=params["default_port"])
+        plan = build_plan(spec, addresses, broker, default_port=params["default_port"], tls=params["tls"])
     except SpecError as exc:
         module.fail_json(
             msg=f"invalid pipeline spec: {len(exc.errors)} problem(s): {'; '.join(exc.errors)}",

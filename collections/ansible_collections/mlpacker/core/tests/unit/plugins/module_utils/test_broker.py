@@ -12,6 +12,9 @@ from ansible_collections.mlpacker.core.plugins.module_utils.broker import resolv
 NO_TLS = {"enabled": False, "ca_file": None, "cert_file": None, "key_file": None, "insecure": False}
 
 
+TLS = dict(NO_TLS, enabled=True)
+
+
 @pytest.mark.parametrize(
     ("broker", "groups", "addresses", "expected"),
     [
@@ -41,10 +44,10 @@ NO_TLS = {"enabled": False, "ca_file": None, "cert_file": None, "key_file": None
             {"b1": "10.0.0.9"},
             {
                 "host": "10.0.0.9",
-                "port": 1883,
+                "port": 8883,
                 "username": None,
                 "password": None,
-                "tls": NO_TLS,
+                "tls": TLS,
                 "managed": True,
                 "inventory_host": "b1",
             },
@@ -55,10 +58,10 @@ NO_TLS = {"enabled": False, "ca_file": None, "cert_file": None, "key_file": None
             {},
             {
                 "host": "b1",
-                "port": 1883,
+                "port": 8883,
                 "username": None,
                 "password": None,
-                "tls": NO_TLS,
+                "tls": TLS,
                 "managed": True,
                 "inventory_host": "b1",
             },
@@ -71,3 +74,14 @@ def test_resolve_broker(
     broker: dict[str, Any] | None, groups: dict[str, list[str]], addresses: dict[str, str], expected: Any
 ) -> None:
     assert resolve_broker(broker, groups, addresses) == expected
+
+
+@pytest.mark.parametrize(("tls", "port", "enabled"), [(True, 8883, True), (False, 1883, False)])
+def test_managed_broker_listens_with_tls_unless_insecure(tls: bool, port: int, enabled: bool) -> None:
+    resolved = resolve_broker(None, {"broker": ["b1"]}, {"b1": "10.0.0.9"}, tls=tls)
+    assert (resolved["port"], resolved["tls"]["enabled"]) == (port, enabled)
+
+
+def test_users_broker_keeps_its_own_tls_settings_in_an_insecure_deploy() -> None:
+    given = {"host": "mqtt.example.org", "port": 8883, "tls": {"enabled": True}}
+    assert resolve_broker(given, {}, {}, tls=False)["tls"] == TLS

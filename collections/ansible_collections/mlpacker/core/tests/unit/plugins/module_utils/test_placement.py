@@ -69,12 +69,12 @@ def test_distributed_rest_next_hops_point_at_every_host_of_the_next_stage(base_d
         ("iris-reduce", "fog1"),
         ("iris-classify", "cloud1"),
     ]
-    assert services[("iris-scale", "edge1")]["next_hops"] == ["http://10.0.0.4:8000/predict"]
-    assert services[("iris-scale", "edge2")]["next_hops"] == ["http://10.0.0.4:8000/predict"]
-    assert services[("iris-reduce", "fog1")]["next_hops"] == ["http://10.0.0.5:8000/predict"]
+    assert services[("iris-scale", "edge1")]["next_hops"] == ["https://10.0.0.4:8000/predict"]
+    assert services[("iris-scale", "edge2")]["next_hops"] == ["https://10.0.0.4:8000/predict"]
+    assert services[("iris-reduce", "fog1")]["next_hops"] == ["https://10.0.0.5:8000/predict"]
     assert services[("iris-classify", "cloud1")]["next_hops"] == []
-    assert services[("iris-scale", "edge2")]["url"] == "http://10.0.0.3:8000/predict"
-    assert plan["entry_points"] == {"rest": ["http://10.0.0.2:8000/predict", "http://10.0.0.3:8000/predict"]}
+    assert services[("iris-scale", "edge2")]["url"] == "https://10.0.0.3:8000/predict"
+    assert plan["entry_points"] == {"rest": ["https://10.0.0.2:8000/predict", "https://10.0.0.3:8000/predict"]}
     assert plan["hosts"] == {
         "edge1": ["iris-scale"],
         "edge2": ["iris-scale"],
@@ -95,8 +95,8 @@ def test_next_hops_fan_out_to_a_multi_host_stage(base_dir: Path) -> None:
     services = services_by_key(plan_for(pipeline, base_dir))
     # scale and reduce both run on edge1 and edge2: reduce gets the next free port on each.
     assert services[("iris-scale", "edge1")]["next_hops"] == [
-        "http://10.0.0.2:8001/predict",
-        "http://10.0.0.3:8001/predict",
+        "https://10.0.0.2:8001/predict",
+        "https://10.0.0.3:8001/predict",
     ]
     assert services[("iris-reduce", "edge2")]["port"] == 8001
 
@@ -126,7 +126,7 @@ def test_distributed_stream_topics_chain_the_stages(base_dir: Path) -> None:
     assert all(service["next_hops"] == [] and service["url"] is None for service in plan["services"])
     assert plan["entry_points"] == {
         "stream": {
-            "broker": {"host": "10.0.0.9", "port": 1883},
+            "broker": {"host": "10.0.0.9", "port": 8883},
             "input_topic": "mlpacker/iris/in",
             "output_topic": "mlpacker/iris/out",
             "error_topic": "mlpacker/iris/errors",
@@ -166,8 +166,8 @@ def test_atomic_layout_runs_one_service_per_host_with_every_stage(base_dir: Path
     assert all(service["stages"] == ["scale", "classify"] for service in plan["services"])
     if mode == "rest":
         assert plan["entry_points"]["rest"] == [
-            "http://10.0.0.2:9100/predict",
-            "http://10.0.0.3:9100/predict",
+            "https://10.0.0.2:9100/predict",
+            "https://10.0.0.3:9100/predict",
         ]
         assert all(service["next_hops"] == [] for service in plan["services"])
     else:
@@ -221,35 +221,44 @@ def test_explicit_port_collision_on_one_host_is_an_error(base_dir: Path) -> None
 
 def test_managed_broker_port_is_reserved_on_its_host(base_dir: Path) -> None:
     groups_with_shared_broker = dict(GROUPS, broker=["cloud1"])
-    pipeline = three_stages("stream", classify={"port": 1883})
+    pipeline = three_stages("stream", classify={"port": 8883})
     spec = validate_pipeline(pipeline, groups_with_shared_broker, str(base_dir))
     broker = resolve_broker(None, groups_with_shared_broker, ADDRESSES)
     with pytest.raises(SpecError) as raised:
-        build_plan(spec, ADDRESSES, broker, default_port=1883)
+        build_plan(spec, ADDRESSES, broker, default_port=8883)
     assert raised.value.errors == [
-        "mlpacker_pipeline.stages[2].port: port 1883 on host 'cloud1'"
+        "mlpacker_pipeline.stages[2].port: port 8883 on host 'cloud1'"
         " is already used by the managed MQTT broker"
     ]
     del pipeline["stages"][2]["port"]
     spec = validate_pipeline(pipeline, groups_with_shared_broker, str(base_dir))
-    plan = build_plan(spec, ADDRESSES, broker, default_port=1883)
-    assert services_by_key(plan)[("iris-classify", "cloud1")]["port"] == 1884
-    assert services_by_key(plan)[("iris-scale", "edge1")]["port"] == 1883
+    plan = build_plan(spec, ADDRESSES, broker, default_port=8883)
+    assert services_by_key(plan)[("iris-classify", "cloud1")]["port"] == 8884
+    assert services_by_key(plan)[("iris-scale", "edge1")]["port"] == 8883
 
 
 def test_hosts_without_address_are_reached_by_name(base_dir: Path) -> None:
     spec = validate_pipeline(three_stages(), GROUPS, str(base_dir))
     plan = build_plan(spec, {}, None)
-    assert plan["entry_points"]["rest"] == ["http://edge1:8000/predict", "http://edge2:8000/predict"]
+    assert plan["entry_points"]["rest"] == ["https://edge1:8000/predict", "https://edge2:8000/predict"]
     assert plan["services"][0]["address"] == "edge1"
 
 
 @pytest.mark.parametrize(
     ("address", "url"),
-    [("10.0.0.2", "http://10.0.0.2:8000/predict"), ("fd00::2", "http://[fd00::2]:8000/predict")],
+    [("10.0.0.2", "https://10.0.0.2:8000/predict"), ("fd00::2", "https://[fd00::2]:8000/predict")],
 )
 def test_predict_url(address: str, url: str) -> None:
     assert predict_url(address, 8000) == url
+    assert predict_url(address, 8000, tls=False) == url.replace("https://", "http://")
+
+
+def test_insecure_plan_uses_plain_http(base_dir: Path) -> None:
+    spec = validate_pipeline(three_stages(), GROUPS, str(base_dir))
+    plan = build_plan(spec, ADDRESSES, None, tls=False)
+    assert plan["tls"] is False
+    assert plan["entry_points"]["rest"] == ["http://10.0.0.2:8000/predict", "http://10.0.0.3:8000/predict"]
+    assert all(hop.startswith("http://") for service in plan["services"] for hop in service["next_hops"])
 
 
 def test_plan_stages_carry_normalised_fields(base_dir: Path) -> None:

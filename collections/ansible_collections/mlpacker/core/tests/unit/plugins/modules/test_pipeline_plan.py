@@ -29,10 +29,10 @@ def test_plan_through_ansible(run_module, models_dir: Path) -> None:
         ("iris-scale", "edge1", 8000),
         ("iris-classify", "cloud1", 9001),
     ]
-    assert plan["services"][0]["next_hops"] == ["http://10.0.0.3:9001/predict"]
+    assert plan["services"][0]["next_hops"] == ["https://10.0.0.3:9001/predict"]
     assert plan["stages"][1]["artifact"] == str(models_dir / "classifier.pkl")
     assert plan["stages"][1]["format"] == "pickle"
-    assert result["entry_points"] == {"rest": ["http://10.0.0.2:8000/predict"]}
+    assert result["entry_points"] == {"rest": ["https://10.0.0.2:8000/predict"]}
     assert result["broker"] is None
 
 
