@@ -21,20 +21,58 @@ class ProbeError(Exception):
     """The pipeline did not answer as expected; the message says where and what came back."""
 
 
-def post_instances(url: str, instances: list[Any], timeout: float) -> tuple[Any, float]:
-    """POST ``{"instances": ...}`` to a REST entry point; return (predictions, latency in ms)."""
+def read_secret(field: str, path: str | None) -> str | None:
+    """The first line of a secret file (a token, a password), or None when no file is named."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            line = handle.readline().strip()
+    except OSError as exc:
+        raise ProbeError(f"{field}: cannot read {path}: {exc.strerror or exc}") from exc
+    if not line:
+        raise ProbeError(f"{field}: {path} is empty")
+    return line
+
+
+def post_instances(
+    url: str,
+    instances: list[Any],
+    timeout: float,
+    *,
+    ca_file: str | None = None,
+    token: str | None = None,
+    client_cert_file: str | None = None,
+    client_key_file: str | None = None,
+) -> tuple[Any, float]:
+    """POST ``{"instances": ...}`` to a REST entry point; return (predictions, latency in ms).
+
+    An https URL is verified against ``ca_file`` (the pipeline CA) or the system's CAs; ``token`` goes in an
+    ``Authorization: Bearer`` header; the client certificate is presented where the entry wants mutual TLS.
+    """
     body = json.dumps({"instances": instances}).encode("utf-8")
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     started = time.monotonic()
     try:
         # Ansible's wrapper around urllib (stdlib only); proxies from the environment are honoured.
         response = open_url(
-            url, data=body, headers={"Content-Type": "application/json"}, method="POST", timeout=timeout
+            url,
+            data=body,
+            headers=headers,
+            method="POST",
+            timeout=timeout,
+            validate_certs=True,
+            ca_path=ca_file,
+            client_cert=client_cert_file,
+            client_key=client_key_file,
         )
         payload = response.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", errors="replace")[:2000]
         raise ProbeError(f"POST {url} answered HTTP {exc.code}: {detail}") from exc
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ssl.SSLError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ProbeError(f"POST {url} failed: {reason}") from exc
     latency_ms = (time.monotonic() - started) * 1000.0

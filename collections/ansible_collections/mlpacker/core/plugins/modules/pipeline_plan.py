@@ -199,9 +199,9 @@ plan:
          method: transform, trusted_types: [], group: edge, hosts: [edge1], port: null, containers: false}
     services:
       - {id: iris-scale, host: edge1, address: 10.0.0.2, stages: [scale], port: 8000,
-         url: "https://10.0.0.2:8000/predict", next_hops: ["https://10.0.0.4:8000/predict"], input_topic: null,
-         output_topic: null, output_kind: null, error_topic: null, share_group: mlpacker-iris-scale,
-         client_id: mlpacker-iris-scale-edge1, containers: false}
+         url: "https://10.0.0.2:8000/predict", next_hops: ["https://10.0.0.4:8000/predict"],
+         input_topic: null, output_topic: null, output_kind: null, error_topic: null,
+         share_group: mlpacker-iris-scale, client_id: mlpacker-iris-scale-edge1, containers: false}
     hosts: {edge1: [iris-scale]}
     entry_points: {rest: ["https://10.0.0.2:8000/predict"]}
     broker: null

@@ -171,6 +171,7 @@ from ansible_collections.mlpacker.core.plugins.module_utils.probe import (
     compare_predictions,
     mqtt_round_trip,
     post_instances,
+    read_secret,
 )
 
 
@@ -179,12 +180,24 @@ def probe_all(params):
     if params["mode"] == "rest":
         urls = params["urls"] if params["all"] else params["urls"][:1]
         results = []
+        token = read_secret("token_file", params["token_file"])
         for url in urls:
-            predictions, latency_ms = post_instances(url, params["instances"], params["timeout"])
+            predictions, latency_ms = post_instances(
+                url,
+                params["instances"],
+                params["timeout"],
+                ca_file=params["ca_file"],
+                token=token,
+                client_cert_file=params["client_cert_file"],
+                client_key_file=params["client_key_file"],
+            )
             results.append({"url": url, "predictions": predictions, "latency_ms": round(latency_ms, 3)})
         return results
+    broker = dict(params["broker"])
+    if not broker.get("password"):
+        broker["password"] = read_secret("broker_password_file", params["broker_password_file"])
     predictions, latency_ms = mqtt_round_trip(
-        params["broker"],
+        broker,
         params["input_topic"],
         params["output_topic"],
         params["error_topic"],
@@ -200,7 +213,12 @@ def main():
             "mode": {"type": "str", "choices": ["rest", "stream"], "default": "rest"},
             "urls": {"type": "list", "elements": "str"},
             "all": {"type": "bool", "default": True},
+            "ca_file": {"type": "path"},
+            "token_file": {"type": "path"},
+            "client_cert_file": {"type": "path"},
+            "client_key_file": {"type": "path"},
             "broker": {"type": "dict", "options": broker_options()},
+            "broker_password_file": {"type": "path"},
             "input_topic": {"type": "str"},
             "output_topic": {"type": "str"},
             "error_topic": {"type": "str"},
@@ -209,6 +227,7 @@ def main():
             "expected": {"type": "list", "elements": "raw"},
             "tolerance": {"type": "float", "default": 0.000001},
         },
+        required_together=[("client_cert_file", "client_key_file")],
         required_if=[
             ("mode", "rest", ("urls",)),
             ("mode", "stream", ("broker", "input_topic", "output_topic")),
