@@ -62,6 +62,25 @@ options:
     description: Let stages load under other library versions than they were made with.
     type: bool
     default: false
+  bind:
+    description: Where the service listens (REST port, or the health port in stream mode); an address or a
+      list of addresses.
+    type: raw
+    default: 0.0.0.0
+  secrets:
+    description:
+      - The service's credential files (the C(mlpacker.core.service_secrets) filter's entries), shipped to
+        O(secrets_dir). The C(security) section (TLS certificate and key, the pipeline CA, the token file)
+        and, in stream mode, the broker's password file, CA and client certificate point at them, so the
+        configuration itself holds no secret.
+    type: list
+    elements: dict
+  secrets_dir:
+    description: The folder the secrets are shipped to, as the service sees it. Required with O(secrets).
+    type: str
+  mqtt_username:
+    description: Stream mode - the user name of the service on the managed broker (its own credential).
+    type: str
 """
 
 EXAMPLES = r"""
@@ -99,6 +118,10 @@ def runtime_config_filter(
     broker=None,
     rest_workers=2,
     allow_version_mismatch=False,
+    bind="0.0.0.0",
+    secrets=None,
+    secrets_dir=None,
+    mqtt_username=None,
 ):
     try:
         return runtime_config(
@@ -111,6 +134,10 @@ def runtime_config_filter(
             broker=broker,
             rest_workers=rest_workers,
             allow_version_mismatch=allow_version_mismatch,
+            bind=bind,
+            secrets=secrets,
+            secrets_dir=secrets_dir,
+            mqtt_username=mqtt_username,
         )
     except RuntimeConfigError as exc:
         raise AnsibleFilterError(f"mlpacker.core.runtime_config: {exc}") from exc

@@ -21,6 +21,7 @@ from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract imp
     MODES,
     OUTPUT_PREDICTIONS,
 )
+from ansible_collections.mlpacker.core.plugins.module_utils.service_secrets import SECRET_NAMES
 
 
 class RuntimeConfigError(ValueError):
@@ -75,32 +76,99 @@ def stage_config(stage: dict[str, Any], index: int, release_dir: str) -> dict[st
     }
 
 
-def rest_section(service: dict[str, Any], rest_workers: Any) -> dict[str, Any]:
+def as_bind(value: Any) -> Any:
+    """One listen address (a string) or several (a list): the runtime listens on each."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(item, str) and item for item in value):
+        return value[0] if len(value) == 1 else list(value)
+    raise RuntimeConfigError(f"bind: expected an address or a list of addresses, got {value!r}")
+
+
+class SecretPaths:
+    """Where the shipped credential files are (``secrets_dir/<name>``) by kind; None: not shipped."""
+
+    def __init__(self, secrets: list[dict[str, Any]] | None, secrets_dir: str | None):
+        kinds = set()
+        for index, entry in enumerate(secrets or []):
+            if not isinstance(entry, dict) or entry.get("kind") not in SECRET_NAMES:
+                raise RuntimeConfigError(
+                    f"secrets[{index}]: expected an entry of service_secrets, got {entry!r}"
+                )
+            kinds.add(entry["kind"])
+        if kinds and not secrets_dir:
+            raise RuntimeConfigError("secrets_dir: required when secrets are given")
+        self.kinds = kinds
+        self.secrets_dir = secrets_dir
+
+    def path(self, kind: str) -> str | None:
+        return f"{self.secrets_dir}/{SECRET_NAMES[kind]}" if kind in self.kinds else None
+
+    def security_section(self) -> dict[str, Any]:
+        return {
+            "tls": {
+                "cert_file": self.path("cert"),
+                "key_file": self.path("key"),
+                "ca_file": self.path("ca"),
+                "client_ca_file": self.path("client_ca"),
+            },
+            "auth": {"token_file": self.path("token")},
+        }
+
+
+def rest_section(service: dict[str, Any], rest_workers: Any, bind: Any = BIND_ALL) -> dict[str, Any]:
     return {
-        "bind": BIND_ALL,
+        "bind": as_bind(bind),
         "port": as_int("service.port", service.get("port")),
         "workers": as_int("rest_workers", rest_workers),
         "next_hops": plain(service.get("next_hops", [])),
     }
 
 
-def stream_section(service: dict[str, Any], broker: dict[str, Any]) -> dict[str, Any]:
-    """The MQTT settings: the broker (TLS fields left unset or null keep their defaults) and the topics."""
+def stream_section(
+    service: dict[str, Any],
+    broker: dict[str, Any],
+    bind: Any = BIND_ALL,
+    secrets: SecretPaths | None = None,
+    mqtt_username: Any = None,
+) -> dict[str, Any]:
+    """The MQTT settings: the broker (TLS fields left unset or null keep their defaults) and the topics.
+
+    With ``secrets``, the password and the broker's CA and client certificate are files in the service's
+    secrets folder, so the configuration itself holds no secret.
+    """
+    tls = plain(normalise_tls(broker.get("tls")))
+    username = broker.get("username")
+    password = broker.get("password")
+    password_file = None
+    if secrets is not None:
+        for key, kind in (
+            ("ca_file", "broker_ca"),
+            ("cert_file", "broker_client_cert"),
+            ("key_file", "broker_client_key"),
+        ):
+            tls[key] = secrets.path(kind)
+        password_file = secrets.path("mqtt_password")
+        password = None
+        username = mqtt_username if mqtt_username is not None else username
+    section_broker = {
+        "host": broker.get("host", ""),
+        "port": as_int("broker.port", broker.get("port", DEFAULT_BROKER_PORT)),
+        "username": username,
+        "password": password,
+        "tls": tls,
+    }
+    if password_file:
+        section_broker["password_file"] = password_file
     return {
-        "broker": {
-            "host": broker.get("host", ""),
-            "port": as_int("broker.port", broker.get("port", DEFAULT_BROKER_PORT)),
-            "username": broker.get("username"),
-            "password": broker.get("password"),
-            "tls": plain(normalise_tls(broker.get("tls"))),
-        },
+        "broker": section_broker,
         "input_topic": service.get("input_topic", ""),
         "output_topic": service.get("output_topic", ""),
         "output_kind": service.get("output_kind") or OUTPUT_PREDICTIONS,
         "error_topic": service.get("error_topic"),
         "client_id": service.get("client_id"),
         "share_group": service.get("share_group"),
-        "health_bind": BIND_ALL,
+        "health_bind": as_bind(bind),
         "health_port": as_int("service.port", service.get("port")),
     }
 
@@ -116,6 +184,10 @@ def runtime_config(
     broker: dict[str, Any] | None = None,
     rest_workers: Any = 2,
     allow_version_mismatch: Any = False,
+    bind: Any = BIND_ALL,
+    secrets: list[dict[str, Any]] | None = None,
+    secrets_dir: str | None = None,
+    mqtt_username: Any = None,
 ) -> dict[str, Any]:
     """The runtime configuration of ``service`` (one entry of the plan's ``services``).
 
@@ -123,6 +195,9 @@ def runtime_config(
     the release folder on the host (or the same path inside the image), ``code_dir`` the controller's code
     folder of function stages (shipped to ``<release_dir>/code``) or None, ``broker`` the resolved broker with
     its password (stream mode). REST mode writes the ``rest`` section, stream mode the ``stream`` section.
+    ``bind`` is where the service listens (an address or a list); ``secrets`` (mlpacker.core.service_secrets'
+    entries) the credential files shipped to ``secrets_dir``: the ``security`` section and the broker's
+    password, CA and client certificate point at them, under ``mqtt_username`` on the managed broker.
     """
     if mode not in MODES:
         raise RuntimeConfigError("mode: {!r} is not one of {}".format(mode, ", ".join(MODES)))
@@ -140,8 +215,13 @@ def runtime_config(
         "allow_version_mismatch": as_bool("allow_version_mismatch", allow_version_mismatch),
         "stages": [stage_config(stage, index, release_dir) for index, stage in enumerate(stages)],
     }
+    paths = SecretPaths(secrets, secrets_dir)
     if mode == "rest":
-        config["rest"] = rest_section(service, rest_workers)
+        config["rest"] = rest_section(service, rest_workers, bind)
     else:
-        config["stream"] = stream_section(service, broker or {})
+        config["stream"] = stream_section(
+            service, broker or {}, bind, paths if secrets is not None else None, mqtt_username
+        )
+    if paths.kinds:
+        config["security"] = paths.security_section()
     return config

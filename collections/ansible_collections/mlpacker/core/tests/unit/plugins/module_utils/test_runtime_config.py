@@ -16,6 +16,7 @@ from ansible_collections.mlpacker.core.plugins.module_utils.runtime_config impor
     runtime_config,
 )
 from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import DEFAULT_TLS
+from ansible_collections.mlpacker.core.plugins.module_utils.service_secrets import SECRET_NAMES
 
 runtime = pytest.importorskip("mlpacker_runtime.config")
 
@@ -371,3 +372,122 @@ def test_the_architecture_docs_show_what_the_roles_write() -> None:
     assert set(stream) == set(rest) - {"rest"} | {"stream"}
     runtime_accepts(rest_example)
     runtime_accepts({**{k: v for k, v in rest_example.items() if k != "rest"}, **stream_example})
+
+
+SECRETS_DIR = RELEASE + "/secrets"
+
+
+def entries(*kinds: str) -> list[dict[str, Any]]:
+    """service_secrets entries as the roles pass them (only kind and name matter to the configuration)."""
+    return [
+        {"kind": kind, "name": SECRET_NAMES[kind], "sha256": "0" * 64, "src": f"/ctrl/{kind}"}
+        for kind in kinds
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kinds", "expected"),
+    [
+        (
+            ("ca", "cert", "key", "token"),
+            {
+                "tls": {
+                    "cert_file": SECRETS_DIR + "/server.crt",
+                    "key_file": SECRETS_DIR + "/server.key",
+                    "ca_file": SECRETS_DIR + "/ca.crt",
+                    "client_ca_file": None,
+                },
+                "auth": {"token_file": SECRETS_DIR + "/token"},
+            },
+        ),
+        (
+            ("ca", "cert", "key", "client_ca"),
+            {
+                "tls": {
+                    "cert_file": SECRETS_DIR + "/server.crt",
+                    "key_file": SECRETS_DIR + "/server.key",
+                    "ca_file": SECRETS_DIR + "/ca.crt",
+                    "client_ca_file": SECRETS_DIR + "/client_ca.crt",
+                },
+                "auth": {"token_file": None},
+            },
+        ),
+        (
+            ("token",),
+            {
+                "tls": {"cert_file": None, "key_file": None, "ca_file": None, "client_ca_file": None},
+                "auth": {"token_file": SECRETS_DIR + "/token"},
+            },
+        ),
+    ],  # fmt: skip
+    ids=["tls-and-auth", "mutual-tls-without-auth", "auth-only"],
+)
+def test_security_section_points_at_the_shipped_files(
+    kinds: tuple[str, ...], expected: dict[str, Any]
+) -> None:
+    config = build(REST_SERVICE, [SCALE], secrets=entries(*kinds), secrets_dir=SECRETS_DIR)
+    assert config["security"] == expected
+    assert SECRETS_DIR not in json.dumps(config["rest"])
+
+
+def test_no_secrets_no_security_section() -> None:
+    assert "security" not in build(REST_SERVICE, [SCALE], secrets=[], secrets_dir=SECRETS_DIR)
+    assert "security" not in build(REST_SERVICE, [SCALE])
+
+
+def test_managed_broker_credentials_are_files_and_the_service_user() -> None:
+    broker = dict(MANAGED_BROKER, port=8883, tls=dict(DEFAULT_TLS, enabled=True))
+    config = build(
+        STREAM_SERVICE, [SCALE], mode="stream", broker=broker, mqtt_username="mlp-iris-iris-scale",
+        secrets=entries("ca", "cert", "key", "token", "broker_ca", "mqtt_password"), secrets_dir=SECRETS_DIR,
+    )  # fmt: skip
+    assert config["stream"]["broker"] == {
+        "host": "10.0.0.9",
+        "port": 8883,
+        "username": "mlp-iris-iris-scale",
+        "password": None,
+        "password_file": SECRETS_DIR + "/mqtt.password",
+        "tls": dict(DEFAULT_TLS, enabled=True, ca_file=SECRETS_DIR + "/broker_ca.crt"),
+    }
+
+
+def test_a_users_broker_password_is_never_written_into_the_configuration() -> None:
+    broker = {"host": "mqtt.example.org", "port": 8883, "username": "edge", "password": "s3cret",
+              "tls": {"enabled": True, "ca_file": "/ctrl/their-ca.pem"}, "managed": False}  # fmt: skip
+    config = build(
+        STREAM_SERVICE, [SCALE], mode="stream", broker=broker,
+        secrets=entries("broker_ca", "mqtt_password"), secrets_dir=SECRETS_DIR,
+    )  # fmt: skip
+    assert "s3cret" not in json.dumps(config)
+    assert config["stream"]["broker"]["username"] == "edge"
+    assert config["stream"]["broker"]["password_file"] == SECRETS_DIR + "/mqtt.password"
+    # The controller's path of the CA is replaced by the shipped copy.
+    assert config["stream"]["broker"]["tls"]["ca_file"] == SECRETS_DIR + "/broker_ca.crt"
+
+
+@pytest.mark.parametrize(
+    ("bind", "expected"),
+    [
+        ("0.0.0.0", "0.0.0.0"),
+        (["10.0.0.2"], "10.0.0.2"),
+        (["10.0.0.2", "127.0.0.1"], ["10.0.0.2", "127.0.0.1"]),
+    ],
+)
+def test_bind_is_an_address_or_a_list(bind: Any, expected: Any) -> None:
+    assert build(REST_SERVICE, [SCALE], bind=bind)["rest"]["bind"] == expected
+    stream = build(STREAM_SERVICE, [SCALE], mode="stream", broker=MANAGED_BROKER, bind=bind)
+    assert stream["stream"]["health_bind"] == expected
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"bind": []}, "bind: expected an address or a list of addresses, got []"),
+        ({"bind": ["10.0.0.2", ""]}, "bind: expected an address or a list of addresses"),
+        ({"secrets": [{"kind": "password"}], "secrets_dir": SECRETS_DIR}, "secrets[0]: expected an entry"),
+        ({"secrets": entries("token")}, "secrets_dir: required when secrets are given"),
+    ],
+)
+def test_security_inputs_fail_naming_the_field(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(RuntimeConfigError, match=re.escape(message)):
+        build(REST_SERVICE, [SCALE], **options)
