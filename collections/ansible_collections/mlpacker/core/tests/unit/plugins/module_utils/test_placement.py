@@ -74,7 +74,9 @@ def test_distributed_rest_next_hops_point_at_every_host_of_the_next_stage(base_d
     assert services[("iris-reduce", "fog1")]["next_hops"] == ["https://10.0.0.5:8000/predict"]
     assert services[("iris-classify", "cloud1")]["next_hops"] == []
     assert services[("iris-scale", "edge2")]["url"] == "https://10.0.0.3:8000/predict"
-    assert plan["entry_points"] == {"rest": ["https://10.0.0.2:8000/predict", "https://10.0.0.3:8000/predict"]}
+    assert plan["entry_points"] == {
+        "rest": ["https://10.0.0.2:8000/predict", "https://10.0.0.3:8000/predict"]
+    }
     assert plan["hosts"] == {
         "edge1": ["iris-scale"],
         "edge2": ["iris-scale"],
