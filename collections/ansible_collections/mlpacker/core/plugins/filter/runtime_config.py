@@ -78,9 +78,10 @@ options:
   secrets_dir:
     description: The folder the secrets are shipped to, as the service sees it. Required with O(secrets).
     type: str
-  mqtt_username:
-    description: Stream mode - the user name of the service on the managed broker (its own credential).
-    type: str
+  credentials:
+    description: What M(mlpacker.core.pipeline_credentials) returned; on the managed broker the service
+      connects as its own user (C(mqtt.users.<service id>.username)).
+    type: dict
 """
 
 EXAMPLES = r"""
@@ -121,7 +122,7 @@ def runtime_config_filter(
     bind="0.0.0.0",
     secrets=None,
     secrets_dir=None,
-    mqtt_username=None,
+    credentials=None,
 ):
     try:
         return runtime_config(
@@ -137,7 +138,7 @@ def runtime_config_filter(
             bind=bind,
             secrets=secrets,
             secrets_dir=secrets_dir,
-            mqtt_username=mqtt_username,
+            credentials=credentials,
         )
     except RuntimeConfigError as exc:
         raise AnsibleFilterError(f"mlpacker.core.runtime_config: {exc}") from exc

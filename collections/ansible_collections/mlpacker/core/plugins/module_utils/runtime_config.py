@@ -21,7 +21,7 @@ from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract imp
     MODES,
     OUTPUT_PREDICTIONS,
 )
-from ansible_collections.mlpacker.core.plugins.module_utils.service_secrets import SECRET_NAMES
+from ansible_collections.mlpacker.core.plugins.module_utils.service_secrets import SECRET_NAMES, mqtt_username
 
 
 class RuntimeConfigError(ValueError):
@@ -187,7 +187,7 @@ def runtime_config(
     bind: Any = BIND_ALL,
     secrets: list[dict[str, Any]] | None = None,
     secrets_dir: str | None = None,
-    mqtt_username: Any = None,
+    credentials: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The runtime configuration of ``service`` (one entry of the plan's ``services``).
 
@@ -197,7 +197,8 @@ def runtime_config(
     its password (stream mode). REST mode writes the ``rest`` section, stream mode the ``stream`` section.
     ``bind`` is where the service listens (an address or a list); ``secrets`` (mlpacker.core.service_secrets'
     entries) the credential files shipped to ``secrets_dir``: the ``security`` section and the broker's
-    password, CA and client certificate point at them, under ``mqtt_username`` on the managed broker.
+    password, CA and client certificate point at them; on the managed broker the service connects as its own
+    user of ``credentials`` (what mlpacker.core.pipeline_credentials returned).
     """
     if mode not in MODES:
         raise RuntimeConfigError("mode: {!r} is not one of {}".format(mode, ", ".join(MODES)))
@@ -220,7 +221,11 @@ def runtime_config(
         config["rest"] = rest_section(service, rest_workers, bind)
     else:
         config["stream"] = stream_section(
-            service, broker or {}, bind, paths if secrets is not None else None, mqtt_username
+            service,
+            broker or {},
+            bind,
+            paths if secrets is not None else None,
+            mqtt_username(service, broker or {}, credentials),
         )
     if paths.kinds:
         config["security"] = paths.security_section()
