@@ -282,6 +282,13 @@ def main():
             msg=f"invalid pipeline spec: {len(exc.errors)} problem(s): {'; '.join(exc.errors)}",
             errors=exc.errors,
         )
+    if not params["tls"]:
+        managed = (plan["broker"] or {}).get("managed")
+        module.warn(
+            "pipeline {}: deployed without TLS (mlpacker_insecure): services answer on plain HTTP{}".format(
+                plan["name"], " and its managed broker on plain MQTT" if managed else ""
+            )
+        )
     module.exit_json(changed=False, plan=plan, broker=plan["broker"], entry_points=plan["entry_points"])
 
 
