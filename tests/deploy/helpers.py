@@ -203,10 +203,35 @@ def in_process_predictions(artifacts: list[Path], instances: list[list[float]]) 
     return stages[-1].predict(data).tolist()
 
 
-def post_predict(url: str, instances: list[list[float]], timeout: float = 15) -> list[Any]:
-    response = requests.post(url, json={"instances": instances}, timeout=timeout)
+def record_credentials(state_dir: Path | str, name: str) -> dict[str, Any] | None:
+    """The deployment record's ``credentials`` (paths to the controller's files), None when insecure."""
+    record = json.loads((Path(state_dir) / f"{name}.json").read_text())
+    return record.get("credentials")
+
+
+def read_first_line(path: str) -> str:
+    return Path(path).read_text().splitlines()[0].strip()
+
+
+def post_predict(
+    url: str, instances: list[list[float]], timeout: float = 15, credentials: dict[str, Any] | None = None
+) -> list[Any]:
+    """POST to an entry point as a user would: trusting only the pipeline CA, with the bearer token."""
+    response = requests.post(url, json={"instances": instances}, timeout=timeout, **request_options(credentials))
     assert response.status_code == 200, f"POST {url}: {response.status_code} {response.text}"
     return response.json()["predictions"]
+
+
+def request_options(credentials: dict[str, Any] | None) -> dict[str, Any]:
+    """``requests`` keyword arguments for a deployment's credentials (none for an insecure deploy)."""
+    if not credentials:
+        return {}
+    options: dict[str, Any] = {}
+    if credentials.get("ca_file"):
+        options["verify"] = credentials["ca_file"]
+    if credentials.get("token_file"):
+        options["headers"] = {"Authorization": "Bearer " + read_first_line(credentials["token_file"])}
+    return options
 
 
 def mqtt_roundtrip(
@@ -216,13 +241,20 @@ def mqtt_roundtrip(
     output_topic: str,
     instances: list[list[float]],
     timeout: float = 30,
+    credentials: dict[str, Any] | None = None,
 ) -> list[Any]:
-    """Publish one message to the pipeline's input topic and wait for its answer on the output topic."""
+    """Publish one message to the pipeline's input topic and wait for its answer on the output topic (with
+    the record's MQTT client credential and CA when the deployment has them)."""
     import paho.mqtt.client as mqtt
 
     message_id = str(uuid.uuid4())
     answers: list[dict[str, Any]] = []
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"mlpacker-test-{message_id[:8]}")
+    mqtt_access = (credentials or {}).get("mqtt") or {}
+    if mqtt_access.get("username"):
+        client.username_pw_set(mqtt_access["username"], read_first_line(mqtt_access["password_file"]))
+    if mqtt_access.get("ca_file"):
+        client.tls_set(ca_certs=mqtt_access["ca_file"])
     subscribed = []
     client.on_message = lambda _client, _userdata, message: answers.append(json.loads(message.payload))
     client.on_subscribe = lambda *_args: subscribed.append(True)
