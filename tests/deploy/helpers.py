@@ -217,7 +217,8 @@ def post_predict(
     url: str, instances: list[list[float]], timeout: float = 15, credentials: dict[str, Any] | None = None
 ) -> list[Any]:
     """POST to an entry point as a user would: trusting only the pipeline CA, with the bearer token."""
-    response = requests.post(url, json={"instances": instances}, timeout=timeout, **request_options(credentials))
+    options = request_options(credentials)
+    response = requests.post(url, json={"instances": instances}, timeout=timeout, **options)
     assert response.status_code == 200, f"POST {url}: {response.status_code} {response.text}"
     return response.json()["predictions"]
 
