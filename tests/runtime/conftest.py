@@ -1,3 +1,3 @@
 """Fixtures of the runtime suite (defined in runtime_helpers.py)."""
 
-from runtime_helpers import code_dir, iris_models, mosquitto, mqtt_probe, runtimes  # noqa: F401
+from runtime_helpers import code_dir, iris_models, mosquitto, mqtt_probe, pki, runtimes  # noqa: F401

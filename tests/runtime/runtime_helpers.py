@@ -37,7 +37,9 @@ from tests.outcomes import skip_missing
 
 RUNTIME_BIN = Path(sys.executable).with_name("mlpacker-runtime")
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=2, read=20))
+OPENSSL = shutil.which("openssl")
+HTTP_TIMEOUT = urllib3.Timeout(connect=2, read=20)
+HTTP = urllib3.PoolManager(retries=False, timeout=HTTP_TIMEOUT)
 
 
 def free_port() -> int:
@@ -148,6 +150,7 @@ class RuntimeProcess:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     base_url: str = ""
+    http: urllib3.PoolManager = HTTP  # the client wait_ready uses (one trusting the test CA for HTTPS)
 
     def start(self) -> RuntimeProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the child's lifetime)
@@ -171,7 +174,7 @@ class RuntimeProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"runtime exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if HTTP.request("GET", self.base_url + "/health/ready", timeout=1).status == 200:
+                if self.http.request("GET", self.base_url + "/health/ready", timeout=1).status == 200:
                     return
             except urllib3.exceptions.HTTPError:
                 pass
@@ -211,7 +214,13 @@ class Runtimes:
     tmp_path: Path
     started: list[RuntimeProcess] = field(default_factory=list)
 
-    def prepare(self, config: dict[str, Any], env: dict[str, str] | None = None) -> RuntimeProcess:
+    def prepare(
+        self,
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        http: urllib3.PoolManager | None = None,
+    ) -> RuntimeProcess:
+        """Write the config and make the process (not started); ``http`` is the client of an HTTPS one."""
         config = json.loads(json.dumps(config))
         if config["mode"] == "rest":
             if not config["rest"].get("port"):
@@ -228,23 +237,32 @@ class Runtimes:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLPACKER_")}
         full_env.update(env or {})
         process = RuntimeProcess(config, config_path, self.tmp_path / f"{name}-{port}.log", full_env)
-        process.base_url = f"http://127.0.0.1:{port}"
+        https = bool(config.get("security", {}).get("tls", {}).get("cert_file"))
+        process.base_url = f"{'https' if https else 'http'}://127.0.0.1:{port}"
+        process.http = http or HTTP
         self.started.append(process)
         return process
 
     def start(
-        self, config: dict[str, Any], env: dict[str, str] | None = None, wait: bool = True
+        self,
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        http: urllib3.PoolManager | None = None,
     ) -> RuntimeProcess:
-        process = self.prepare(config, env).start()
+        process = self.prepare(config, env, http).start()
         if wait:
             process.wait_ready()
         return process
 
     def start_many(
-        self, configs: list[dict[str, Any]], env: dict[str, str] | None = None
+        self,
+        configs: list[dict[str, Any]],
+        env: dict[str, str] | None = None,
+        http: urllib3.PoolManager | None = None,
     ) -> list[RuntimeProcess]:
         """Start several services at once (their imports overlap) and wait until all are ready."""
-        processes = [self.prepare(config, env).start() for config in configs]
+        processes = [self.prepare(config, env, http).start() for config in configs]
         for process in processes:
             process.wait_ready()
         return processes
@@ -266,18 +284,140 @@ def runtimes(tmp_path: Path) -> Iterator[Runtimes]:
         manager.stop_all()
 
 
-def post_json(url: str, body: Any, raw: bytes | None = None) -> tuple[int, Any]:
+def post_json(
+    url: str,
+    body: Any,
+    raw: bytes | None = None,
+    http: urllib3.PoolManager = HTTP,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     data = raw if raw is not None else json.dumps(body).encode()
-    response = HTTP.request("POST", url, body=data, headers={"Content-Type": "application/json"})
+    response = http.request(
+        "POST", url, body=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         return response.status, json.loads(response.data)
     except ValueError:
         return response.status, response.data.decode(errors="replace")
 
 
-def get(url: str) -> tuple[int, bytes]:
-    response = HTTP.request("GET", url)
+def get(
+    url: str, http: urllib3.PoolManager = HTTP, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    response = http.request("GET", url, headers=headers)
     return response.status, response.data
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# ------------------------------------------------------------------ TLS test PKI (openssl command line)
+
+
+@dataclass
+class KeyPair:
+    cert: Path
+    key: Path
+
+
+@dataclass
+class Pki:
+    """Test CAs and certificates made with the openssl command line (EC P-256, valid two days).
+
+    ``ca`` issues ``server`` (SANs IP 127.0.0.1 and DNS localhost) and ``client``; ``other_ca`` is an
+    unrelated CA issuing ``other_server`` (same SANs) and ``other_client``, for the untrusted cases.
+    """
+
+    directory: Path
+    ca: KeyPair
+    server: KeyPair
+    client: KeyPair
+    other_ca: KeyPair
+    other_server: KeyPair
+    other_client: KeyPair
+
+    def server_tls(self, **extra: Any) -> dict[str, Any]:
+        """A security.tls section: HTTPS with the server certificate, hops verified against the CA."""
+        return {
+            "cert_file": str(self.server.cert),
+            "key_file": str(self.server.key),
+            "ca_file": str(self.ca.cert),
+            **extra,
+        }
+
+    def https_client(
+        self, trust: Path | None = None, client_cert: KeyPair | None = None
+    ) -> urllib3.PoolManager:
+        """An HTTPS client trusting only ``trust`` (default: the CA), presenting ``client_cert`` if given."""
+        return urllib3.PoolManager(
+            retries=False,
+            timeout=HTTP_TIMEOUT,
+            ca_certs=str(trust or self.ca.cert),
+            cert_reqs="CERT_REQUIRED",
+            cert_file=str(client_cert.cert) if client_cert else None,
+            key_file=str(client_cert.key) if client_cert else None,
+        )
+
+
+def _openssl(directory: Path, *args: str) -> None:
+    assert OPENSSL is not None
+    subprocess.run([OPENSSL, *args], cwd=directory, check=True, capture_output=True)
+
+
+def _make_ca(directory: Path, name: str) -> KeyPair:
+    pair = KeyPair(directory / f"{name}.crt", directory / f"{name}.key")
+    _openssl(
+        directory, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", str(pair.key), "-out", str(pair.cert), "-days", "2", "-subj", f"/CN=mlpacker test {name}",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    return pair
+
+
+def _issue(directory: Path, name: str, ca: KeyPair, usage: str, san: str | None) -> KeyPair:
+    pair = KeyPair(directory / f"{name}.crt", directory / f"{name}.key")
+    csr, ext = directory / f"{name}.csr", directory / f"{name}.ext"
+    _openssl(
+        directory, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", str(pair.key), "-out", str(csr), "-subj", f"/CN={name}",
+    )  # fmt: skip
+    ext.write_text(
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        f"extendedKeyUsage={usage}\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
+        + (f"subjectAltName={san}\n" if san else "")
+    )
+    _openssl(
+        directory, "x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey", str(ca.key),
+        "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "2", "-extfile", str(ext),
+        "-out", str(pair.cert),
+    )  # fmt: skip
+    return pair
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    if OPENSSL is None:
+        skip_missing("openssl", "no openssl command line to make the test certificates")
+    directory = tmp_path_factory.mktemp("pki")
+    ca, other_ca = _make_ca(directory, "ca"), _make_ca(directory, "other-ca")
+    sans = "IP:127.0.0.1,DNS:localhost"
+    return Pki(
+        directory=directory,
+        ca=ca,
+        server=_issue(directory, "server", ca, "serverAuth", sans),
+        client=_issue(directory, "client", ca, "clientAuth", None),
+        other_ca=other_ca,
+        other_server=_issue(directory, "other-server", other_ca, "serverAuth", sans),
+        other_client=_issue(directory, "other-client", other_ca, "clientAuth", None),
+    )
+
+
+def write_tokens(path: Path, *tokens: str) -> Path:
+    """A token file as the deploy writes it: one token per line, mode 0600."""
+    path.write_text("".join(f"{token}\n" for token in tokens))
+    path.chmod(0o600)
+    return path
 
 
 # ------------------------------------------------------------------ mosquitto
@@ -289,15 +429,18 @@ class Broker:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     password_file: Path | None = None
+    tls: KeyPair | None = None  # a TLS listener with this certificate and key
 
     def start(self) -> Broker:
         conf = self.directory / "mosquitto.conf"
         auth = f"allow_anonymous false\npassword_file {self.password_file}\n" if self.password_file else ""
+        tls = f"certfile {self.tls.cert}\nkeyfile {self.tls.key}\n" if self.tls else ""
         # As root, mosquitto drops to the 'mosquitto' user, which cannot read pytest's private tmp dirs
         # (password file, persistence, log): keep root for this test-only broker.
         keep_user = "user root\n" if os.geteuid() == 0 else ""
         conf.write_text(
             f"{keep_user}listener {self.port} 127.0.0.1\n"
+            f"{tls}"
             f"{auth or 'allow_anonymous true' + chr(10)}"
             "persistence true\n"
             f"persistence_location {self.directory}/\n"
@@ -343,7 +486,9 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 class MqttProbe:
     """A plain paho client used by the tests to publish inputs and collect outputs."""
 
-    def __init__(self, port: int, topics: list[str]):
+    def __init__(
+        self, port: int, topics: list[str], username: str | None = None, password: str | None = None
+    ):
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -352,6 +497,8 @@ class MqttProbe:
         self._cond = threading.Condition()
         subscribed = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:8]}")
+        if username is not None:
+            self.client.username_pw_set(username, password)
 
         def on_connect(client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
             client.subscribe([(topic, 1) for topic in topics])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from mlpacker_runtime.config import ConfigError, build_config, load_config
-from runtime_helpers import RUNTIME_BIN, IrisModels, base_config
+from runtime_helpers import RUNTIME_BIN, IrisModels, Pki, base_config, write_tokens
 
 
 def problems_of(raw: dict, environ: dict | None = None) -> list[str]:
@@ -156,3 +156,199 @@ def test_check_command_reports_every_stage_that_fails_to_load(
     assert lines[0].startswith("error: stages[0].sha256: artifact ")
     assert f"recorded {'0' * 64}" in lines[0]
     assert lines[1] == f"error: stages[2].artifact: file not found: {tmp_path / 'missing.joblib'}"
+
+
+# ------------------------------------------------------------------ security section
+
+
+def test_security_defaults_are_off(iris_models: IrisModels) -> None:
+    config = build_config(base_config(iris_models.three_stages()), environ={})
+    assert config["security"] == {
+        "tls": {
+            "cert_file": None,
+            "key_file": None,
+            "ca_file": None,
+            "client_ca_file": None,
+            "client_cert_file": None,
+            "client_key_file": None,
+        },
+        "auth": {"token_file": None},
+    }
+    assert config["stream"]["broker"]["password_file"] is None
+
+
+def test_security_fields_go_together(iris_models: IrisModels) -> None:
+    raw = base_config(
+        iris_models.three_stages(),
+        security={"tls": {"cert_file": "/s/server.crt", "client_cert_file": "/s/client.crt"}, "auth": {}},
+    )
+    assert problems_of(raw) == [
+        "security.tls.key_file: required with security.tls.cert_file (the service's HTTPS server)",
+        "security.tls.client_key_file: required with security.tls.client_cert_file "
+        "(the certificate hops present)",
+    ]
+    raw = base_config(iris_models.three_stages(), security={"tls": {"client_ca_file": "/s/ca.crt"}})
+    assert problems_of(raw) == [
+        "security.tls.client_ca_file: needs security.tls.cert_file and key_file "
+        "(client certificates are asked for by an HTTPS server)"
+    ]
+    raw = base_config(iris_models.three_stages(), security={"auth": {"token_file": ""}, "tsl": {}})
+    problems = problems_of(raw)
+    assert problems[0] == "security.tsl: unknown field (known: auth, tls)"
+    assert problems[1] == "security.auth.token_file: expected a non-empty string or null, got ''"
+
+
+def test_broker_password_and_password_file_exclude_each_other(iris_models: IrisModels) -> None:
+    raw = base_config(iris_models.three_stages(), mode="stream")
+    raw["stream"] = {
+        "input_topic": "a",
+        "output_topic": "b",
+        "error_topic": "c",
+        "client_id": "x",
+        "broker": {"password": "p", "password_file": "/s/mqtt.password"},
+    }
+    assert problems_of(raw) == [
+        "stream.broker.password_file: give stream.broker.password or stream.broker.password_file, not both",
+        "stream.broker.password_file: needs stream.broker.username",
+    ]
+
+
+def test_env_overrides_security_fields(iris_models: IrisModels) -> None:
+    environ = {
+        "MLPACKER_SECURITY_TLS_CERT_FILE": "/s/server.crt",
+        "MLPACKER_SECURITY_TLS_KEY_FILE": "/s/server.key",
+        "MLPACKER_SECURITY_TLS_CLIENT_CA_FILE": "/s/clients-ca.crt",
+        "MLPACKER_SECURITY_AUTH_TOKEN_FILE": "/s/token",
+        "MLPACKER_STREAM_BROKER_USERNAME": "edge",
+        "MLPACKER_STREAM_BROKER_PASSWORD_FILE": "/s/mqtt.password",
+    }
+    config = build_config(base_config(iris_models.three_stages()), environ=environ)
+    assert config["security"]["tls"]["cert_file"] == "/s/server.crt"
+    assert config["security"]["tls"]["key_file"] == "/s/server.key"
+    assert config["security"]["tls"]["client_ca_file"] == "/s/clients-ca.crt"
+    assert config["security"]["tls"]["client_cert_file"] is None
+    assert config["security"]["auth"]["token_file"] == "/s/token"
+    assert config["stream"]["broker"]["password_file"] == "/s/mqtt.password"
+    # "null" turns a field off again.
+    config = build_config(
+        base_config(iris_models.three_stages(), security={"auth": {"token_file": "/s/token"}}),
+        environ={"MLPACKER_SECURITY_AUTH_TOKEN_FILE": "null"},
+    )
+    assert config["security"]["auth"]["token_file"] is None
+
+
+def test_check_command_accepts_usable_security_files(
+    tmp_path: Path, iris_models: IrisModels, pki: Pki
+) -> None:
+    config = base_config(
+        iris_models.three_stages(),
+        security={
+            "tls": pki.server_tls(
+                client_ca_file=str(pki.ca.cert),
+                client_cert_file=str(pki.client.cert),
+                client_key_file=str(pki.client.key),
+            ),
+            "auth": {"token_file": str(write_tokens(tmp_path / "token", "t-current", "t-previous"))},
+        },
+    )
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    result = run_check(path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_command_names_each_unusable_security_file(
+    tmp_path: Path, iris_models: IrisModels, pki: Pki
+) -> None:
+    empty_token = tmp_path / "token"
+    empty_token.write_text("\n  \n")
+    not_pem = tmp_path / "notes.txt"
+    not_pem.write_text("not a certificate\n")
+    missing = tmp_path / "missing.crt"
+    config = base_config(
+        iris_models.three_stages(),
+        security={
+            # The other CA's key is not the server certificate's key.
+            "tls": pki.server_tls(key_file=str(pki.other_ca.key), ca_file=str(not_pem)),
+            "auth": {"token_file": str(empty_token)},
+        },
+    )
+    config["security"]["tls"].update(client_cert_file=str(missing), client_key_file=str(pki.client.key))
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    result = run_check(path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: security.tls.key_file: '{pki.other_ca.key}' is not the private key of "
+        f"security.tls.cert_file '{pki.server.cert}'",
+        f"error: security.tls.client_cert_file: cannot read '{missing}': No such file or directory",
+        f"error: security.tls.ca_file: '{not_pem}' holds no PEM certificate (NO_CERTIFICATE_OR_CRL_FOUND)",
+        f"error: security.auth.token_file: '{empty_token}' holds no token (one token per line)",
+    ]
+
+
+def test_check_command_refuses_an_encrypted_key_and_a_bad_token_line(
+    tmp_path: Path, iris_models: IrisModels, pki: Pki
+) -> None:
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(
+        [
+            "openssl",
+            "pkey",
+            "-in",
+            str(pki.server.key),
+            "-aes256",
+            "-passout",
+            "pass:x",
+            "-out",
+            str(encrypted),
+        ],
+        check=True,
+    )
+    tokens = tmp_path / "token"
+    tokens.write_text("good-token\nhas a space\n")
+    config = base_config(
+        iris_models.three_stages(),
+        security={"tls": pki.server_tls(key_file=str(encrypted)), "auth": {"token_file": str(tokens)}},
+    )
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    result = run_check(path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: security.tls.key_file: the private key is encrypted "
+        "(a service key must be unencrypted, mode 0640)",
+        f"error: security.auth.token_file: '{tokens}' line 2: a token must be visible ASCII without spaces",
+    ]
+
+
+def test_check_command_checks_the_broker_password_file(tmp_path: Path, iris_models: IrisModels) -> None:
+    raw = base_config([iris_models.stage("scale", "scaler", "transform")], mode="stream")
+    raw["stream"] = {
+        "input_topic": "a",
+        "output_topic": "b",
+        "error_topic": "c",
+        "client_id": "x",
+        "broker": {"username": "edge", "password_file": str(tmp_path / "absent.password")},
+    }
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(raw))
+    result = run_check(path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: stream.broker.password_file: cannot read '{tmp_path / 'absent.password'}': "
+        "No such file or directory"
+    ]
+
+
+def test_bind_is_an_address_or_a_list(iris_models: IrisModels) -> None:
+    config = build_config(
+        base_config(iris_models.three_stages(), rest={"bind": ["10.0.0.2", "::1"]}), environ={}
+    )
+    assert config["rest"]["bind"] == ["10.0.0.2", "::1"]
+    raw = base_config(iris_models.three_stages(), rest={"bind": ["10.0.0.2", ""]})
+    assert problems_of(raw) == ["rest.bind[1]: expected a non-empty string, got ''"]
+    raw = base_config(iris_models.three_stages(), rest={"bind": []})
+    assert problems_of(raw) == ["rest.bind: expected an address or a non-empty list of addresses, got []"]
+    raw = base_config(iris_models.three_stages(), rest={"bind": ["127.0.0.1", "127.0.0.1"]})
+    assert problems_of(raw) == ["rest.bind: an address is listed twice: ['127.0.0.1', '127.0.0.1']"]

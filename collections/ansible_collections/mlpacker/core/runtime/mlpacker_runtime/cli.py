@@ -13,6 +13,7 @@ from mlpacker_runtime.config import ConfigError, load_config
 from mlpacker_runtime.loading import StageLoadError, load_stage
 from mlpacker_runtime.logs import setup_logging
 from mlpacker_runtime.metrics import MULTIPROC_ENV
+from mlpacker_runtime.security_check import check_security_files
 
 EXIT_INVALID = 2
 
@@ -42,7 +43,7 @@ def check(config_path: str) -> int:
     except ConfigError as exc:
         _print_problems(exc.problems)
         return EXIT_INVALID
-    problems = []
+    problems = check_security_files(config)
     for index in range(len(config["stages"])):
         try:
             load_stage(config, index)
@@ -61,6 +62,11 @@ def serve(config_path: str) -> int:
         config = load_config(config_path)
     except ConfigError as exc:
         _print_problems(exc.problems)
+        return EXIT_INVALID
+    # Refuse to start rather than fail every TLS handshake or answer 401 to every caller.
+    problems = check_security_files(config)
+    if problems:
+        _print_problems(problems)
         return EXIT_INVALID
     if config["mode"] == "rest":
         _exec_gunicorn(config_path)  # does not return

@@ -53,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
             "port": 1883,
             "username": None,
             "password": None,
+            # The password read from a file at start, so the config file need hold no secret.
+            "password_file": None,
             "tls": {
                 "enabled": False,
                 "ca_file": None,
@@ -73,6 +75,18 @@ DEFAULTS: dict[str, Any] = {
         "drain_timeout_s": 10.0,
         "health_bind": "0.0.0.0",
         "health_port": 8000,
+    },
+    # docs/security.md: TLS of the service's HTTP server and of its next hops, bearer token auth.
+    "security": {
+        "tls": {
+            "cert_file": None,
+            "key_file": None,
+            "ca_file": None,
+            "client_ca_file": None,
+            "client_cert_file": None,
+            "client_key_file": None,
+        },
+        "auth": {"token_file": None},
     },
 }
 STAGE_DEFAULTS: dict[str, Any] = {
@@ -221,6 +235,24 @@ def _check_positive(problems: list[str], field: str, value: Any, kind: str = "in
         problems.append(f"{field}: must be > 0, got {value!r}")
 
 
+def _check_bind(problems: list[str], field: str, value: Any) -> None:
+    """One listen address, or a list of them (the deploy's default: the host's address plus loopback)."""
+    if not isinstance(value, list):
+        _check(problems, field, value, "str")
+        return
+    if not value:
+        problems.append(f"{field}: expected an address or a non-empty list of addresses, got []")
+    for index, address in enumerate(value):
+        _check(problems, f"{field}[{index}]", address, "str")
+    if len(set(map(str, value))) != len(value):
+        problems.append(f"{field}: an address is listed twice: {value!r}")
+
+
+def bind_addresses(bind: str | list[str]) -> list[str]:
+    """The addresses of a validated rest.bind or stream.health_bind."""
+    return list(bind) if isinstance(bind, list) else [bind]
+
+
 def _check_unknown_keys(
     problems: list[str], prefix: str, given: dict[str, Any], known: dict[str, Any]
 ) -> None:
@@ -242,6 +274,8 @@ def _validate(config: dict[str, Any]) -> list[str]:
         _validate_rest(problems, config["rest"])
     if _check(problems, "stream", config["stream"], "dict"):
         _validate_stream(problems, config["stream"], required=config["mode"] == "stream")
+    if _check(problems, "security", config["security"], "dict"):
+        _validate_security(problems, config["security"])
     return problems
 
 
@@ -324,7 +358,7 @@ def _default_method(stage: dict[str, Any], *, is_last: bool) -> str:
 
 def _validate_rest(problems: list[str], rest: dict[str, Any]) -> None:
     _check_unknown_keys(problems, "rest.", rest, DEFAULTS["rest"])
-    _check(problems, "rest.bind", rest["bind"], "str")
+    _check_bind(problems, "rest.bind", rest["bind"])
     _check_port(problems, "rest.port", rest["port"])
     _check_positive(problems, "rest.workers", rest["workers"])
     _check_positive(problems, "rest.threads", rest["threads"])
@@ -346,6 +380,14 @@ def _validate_stream(problems: list[str], stream: dict[str, Any], *, required: b
         _check_port(problems, "stream.broker.port", broker["port"])
         _check(problems, "stream.broker.username", broker["username"], "str", nullable=True)
         _check(problems, "stream.broker.password", broker["password"], "str", nullable=True)
+        _check(problems, "stream.broker.password_file", broker["password_file"], "str", nullable=True)
+        if broker["password"] is not None and broker["password_file"] is not None:
+            problems.append(
+                "stream.broker.password_file: give stream.broker.password or stream.broker.password_file, "
+                "not both"
+            )
+        if broker["password_file"] is not None and broker["username"] is None:
+            problems.append("stream.broker.password_file: needs stream.broker.username")
         tls = broker["tls"]
         if _check(problems, "stream.broker.tls", tls, "dict"):
             _check_unknown_keys(problems, "stream.broker.tls.", tls, DEFAULTS["stream"]["broker"]["tls"])
@@ -369,5 +411,32 @@ def _validate_stream(problems: list[str], stream: dict[str, Any], *, required: b
     _check_positive(problems, "stream.session_expiry_s", stream["session_expiry_s"])
     _check_positive(problems, "stream.keepalive_s", stream["keepalive_s"])
     _check_positive(problems, "stream.drain_timeout_s", stream["drain_timeout_s"], "number")
-    _check(problems, "stream.health_bind", stream["health_bind"], "str")
+    _check_bind(problems, "stream.health_bind", stream["health_bind"])
     _check_port(problems, "stream.health_port", stream["health_port"])
+
+
+def _validate_security(problems: list[str], security: dict[str, Any]) -> None:
+    _check_unknown_keys(problems, "security.", security, DEFAULTS["security"])
+    tls = security.get("tls")
+    if _check(problems, "security.tls", tls, "dict"):
+        _check_unknown_keys(problems, "security.tls.", tls, DEFAULTS["security"]["tls"])
+        for key in DEFAULTS["security"]["tls"]:
+            _check(problems, f"security.tls.{key}", tls[key], "str", nullable=True)
+        _check_pair(problems, tls, "cert_file", "key_file", "the service's HTTPS server")
+        _check_pair(problems, tls, "client_cert_file", "client_key_file", "the certificate hops present")
+        if tls["client_ca_file"] is not None and tls["cert_file"] is None:
+            problems.append(
+                "security.tls.client_ca_file: needs security.tls.cert_file and key_file "
+                "(client certificates are asked for by an HTTPS server)"
+            )
+    auth = security.get("auth")
+    if _check(problems, "security.auth", auth, "dict"):
+        _check_unknown_keys(problems, "security.auth.", auth, DEFAULTS["security"]["auth"])
+        _check(problems, "security.auth.token_file", auth["token_file"], "str", nullable=True)
+
+
+def _check_pair(problems: list[str], tls: dict[str, Any], first: str, second: str, what: str) -> None:
+    """A certificate and its key go together: name the missing one."""
+    for given, missing in ((first, second), (second, first)):
+        if tls[given] is not None and tls[missing] is None:
+            problems.append(f"security.tls.{missing}: required with security.tls.{given} ({what})")
