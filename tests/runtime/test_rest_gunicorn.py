@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import urllib3
 from runtime_helpers import IrisModels, Runtimes, base_config, free_port, function_stage, get, post_json
 
 
@@ -234,3 +235,13 @@ def test_hop_reconnects_when_kept_alive_connection_was_closed(
         "mlpacker_hop_errors_total"
         not in metrics.split("# TYPE mlpacker_hop_errors_total counter")[-1].split("#")[0]
     )
+
+
+def test_listens_on_each_bind_address(runtimes: Runtimes, iris_models: IrisModels) -> None:
+    port = free_port()
+    config = base_config(iris_models.three_stages(), rest={"bind": ["127.0.0.1", "::1"], "port": port})
+    runtimes.start(config)
+    for host in ("127.0.0.1", "[::1]"):
+        assert get(f"http://{host}:{port}/health/ready")[0] == 200
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        get(f"http://127.0.0.2:{port}/health/live")  # a loopback address it was not told to listen on

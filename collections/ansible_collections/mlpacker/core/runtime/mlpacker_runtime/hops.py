@@ -9,6 +9,13 @@ per response and the email package's header parser), measured on the benchmark's
 Responses with Content-Length, chunked or read-until-close bodies are understood.
 A read timeout is not retried: the replica may still be working on it, and retrying would double the
 wait; it surfaces as HopTimeout (HTTP 504).
+
+https replicas are called with one TLS context (tls.hop_client_context: the replica's certificate is
+verified against the pipeline CA, host name or IP included); a replica whose certificate fails is
+unreachable like a closed port, never retried without verification. Each replica's last TLS session is
+kept, so a new connection (after the replica closed an idle one) resumes it instead of a full handshake.
+With bearer auth, requests carry the first token; a 401 is retried with the next ones, so a replica not
+yet restarted with a rotated token file still accepts the call.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from mlpacker_runtime.redaction import public_url
 
 log = logging.getLogger("mlpacker_runtime.hops")
 
@@ -42,6 +51,10 @@ class _Unreachable(Exception):
     """Connecting to (or talking to) one replica failed; the caller tries the next one."""
 
 
+class _TLSFailed(_Unreachable):
+    """The TLS handshake with one replica failed (e.g. its certificate is not trusted)."""
+
+
 class _BadResponse(Exception):
     """The replica's answer is not valid HTTP/1.x."""
 
@@ -56,7 +69,7 @@ class HopResponse:
 
 @dataclass(frozen=True)
 class _Target:
-    url: str
+    url: str  # without user-info or query: what messages and metric labels show
     https: bool
     host: str
     port: int
@@ -75,19 +88,30 @@ def _parse(url: str) -> _Target:
     host_header = f"[{host}]" if ":" in host else host
     if port != (443 if https else 80):
         host_header += f":{port}"
-    return _Target(url, https, host, port, path, host_header)
+    return _Target(public_url(url), https, host, port, path, host_header)
 
 
 class _Connection:
     """One kept-alive HTTP/1.1 connection to one replica (used by one thread only)."""
 
-    def __init__(self, target: _Target, connect_timeout: float, read_timeout: float):
+    def __init__(
+        self,
+        target: _Target,
+        connect_timeout: float,
+        read_timeout: float,
+        tls_context: ssl.SSLContext | None = None,
+        tls_session: ssl.SSLSession | None = None,
+    ):
         sock = socket.create_connection((target.host, target.port), timeout=connect_timeout)
+        self.tls = False
         try:
             # Small JSON bodies: do not let Nagle hold a segment back waiting for an ACK.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if target.https:
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=target.host)
+                assert tls_context is not None
+                # The handshake runs here, under the connect timeout.
+                sock = tls_context.wrap_socket(sock, server_hostname=target.host, session=tls_session)
+                self.tls = True
             sock.settimeout(read_timeout)
         except BaseException:
             sock.close()
@@ -95,16 +119,37 @@ class _Connection:
         self.sock = sock
         self.head_prefix = (
             f"POST {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n"
-            "Content-Type: application/json\r\nConnection: keep-alive\r\nContent-Length: "
+            "Content-Type: application/json\r\nConnection: keep-alive\r\n"
         ).encode("latin-1")
         self.buffer = bytearray()  # bytes received but not consumed yet
 
     def close(self) -> None:
         self.sock.close()
 
-    def post(self, body: bytes) -> tuple[int, bytes, bool]:
-        """Send one request; return (status, body, whether the replica closes the connection)."""
-        self.sock.sendall(b"".join((self.head_prefix, str(len(body)).encode(), b"\r\n\r\n", body)))
+    @property
+    def handshake(self) -> str:
+        """How this connection started: plain, tls_full or tls_resumed (a kept TLS session)."""
+        if not self.tls:
+            return "plain"
+        return "tls_resumed" if self.sock.session_reused else "tls_full"  # type: ignore[attr-defined]
+
+    def post(self, body: bytes, authorization: bytes = b"") -> tuple[int, bytes, bool]:
+        """Send one request; return (status, body, whether the replica closes the connection).
+
+        ``authorization`` is a whole header line (with its CRLF), or empty.
+        """
+        self.sock.sendall(
+            b"".join(
+                (
+                    self.head_prefix,
+                    authorization,
+                    b"Content-Length: ",
+                    str(len(body)).encode(),
+                    b"\r\n\r\n",
+                    body,
+                )
+            )
+        )
         while True:
             status, headers, http10 = self._read_head()
             if status >= 200:
@@ -189,12 +234,32 @@ class _Connection:
 
 
 class NextHops:
-    def __init__(self, urls: list[str], timeout_s: float, metrics: Any = None, pool_size: int = 8):
+    def __init__(
+        self,
+        urls: list[str],
+        timeout_s: float,
+        metrics: Any = None,
+        pool_size: int = 8,
+        tls_context: ssl.SSLContext | None = None,
+        tokens: list[str] | None = None,
+    ):
         self.urls = list(urls)
         self.targets = [_parse(url) for url in self.urls]
         self.read_timeout = timeout_s
         self.connect_timeout = min(timeout_s, 3.0)
         self.metrics = metrics
+        if tls_context is None and any(target.https for target in self.targets):
+            tls_context = ssl.create_default_context()  # the system's CAs: still verified
+        self.tls_context = tls_context
+        # Whole header lines, one per token, in the order they are tried; one empty line without auth.
+        header_lines = [f"Authorization: Bearer {token}\r\n".encode() for token in tokens or []]
+        self.authorizations = header_lines or [b""]
+        if tokens and any(not target.https for target in self.targets):
+            log.warning(
+                "the bearer token is sent in clear to the plain HTTP next hops %s",
+                ", ".join(target.url for target in self.targets if not target.https),
+            )
+        self._tls_sessions: dict[str, ssl.SSLSession] = {}  # url -> last session, shared by all threads
         self._local = threading.local()  # per thread: url -> open _Connection
         self._counter = itertools.count()
         self._lock = threading.Lock()
@@ -214,12 +279,12 @@ class NextHops:
             target = self.targets[(start + offset) % len(self.targets)]
             began = time.perf_counter()
             try:
-                status, raw = self._request(target, body)
+                status, raw = self._request_authorized(target, body)
             except HopTimeout:
                 self._count_error(target.url, "timeout")
                 raise
             except _Unreachable as exc:
-                self._count_error(target.url, "unreachable")
+                self._count_error(target.url, "tls" if isinstance(exc, _TLSFailed) else "unreachable")
                 log.warning("next hop %s unreachable: %s", target.url, exc)
                 failures.append(f"{target.url} ({exc})")
                 continue
@@ -240,11 +305,30 @@ class NextHops:
 
     def _connect(self, target: _Target) -> _Connection:
         try:
-            return _Connection(target, self.connect_timeout, self.read_timeout)
+            conn = _Connection(
+                target,
+                self.connect_timeout,
+                self.read_timeout,
+                self.tls_context,
+                self._tls_sessions.get(target.url),
+            )
+        except ssl.SSLError as exc:
+            raise _TLSFailed(_describe(exc)) from exc
         except (TimeoutError, OSError) as exc:
             raise _Unreachable(_describe(exc)) from exc
+        if self.metrics is not None:
+            self.metrics.hop_connections.labels(target.url, conn.handshake).inc()
+        return conn
 
-    def _request(self, target: _Target, body: bytes) -> tuple[int, bytes]:
+    def _request_authorized(self, target: _Target, body: bytes) -> tuple[int, bytes]:
+        """One request with the first token; on 401, again with each next token (a rotation rolling out)."""
+        for authorization in self.authorizations:
+            status, raw = self._request(target, body, authorization)
+            if status != 401:
+                break
+        return status, raw
+
+    def _request(self, target: _Target, body: bytes, authorization: bytes) -> tuple[int, bytes]:
         connections = self._connections()
         for attempt in (1, 2):
             conn = connections.pop(target.url, None)
@@ -252,7 +336,7 @@ class NextHops:
             if conn is None:
                 conn = self._connect(target)
             try:
-                status, raw, will_close = conn.post(body)
+                status, raw, will_close = conn.post(body, authorization)
             except TimeoutError as exc:
                 conn.close()
                 raise HopTimeout(f"next hop {target.url} did not answer within {self.read_timeout}s") from exc
@@ -262,7 +346,12 @@ class NextHops:
                     # A kept-alive connection the replica had already closed: retry once on a fresh
                     # connection. Safe because prediction is idempotent.
                     continue
-                raise _Unreachable(_describe(exc)) from exc
+                # TLS 1.3 reports a refused client certificate on the first read, not in the handshake.
+                failure = _TLSFailed if isinstance(exc, ssl.SSLError) else _Unreachable
+                raise failure(_describe(exc)) from exc
+            if conn.tls and not reused:
+                # Read after the first answer: TLS 1.3 sends its session tickets after the handshake.
+                self._tls_sessions[target.url] = conn.sock.session  # type: ignore[attr-defined]
             if will_close:
                 conn.close()
             else:
@@ -283,4 +372,8 @@ class NextHops:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "connect timeout"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}"
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

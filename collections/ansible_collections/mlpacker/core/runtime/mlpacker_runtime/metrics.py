@@ -73,6 +73,12 @@ class Metrics:
         self.hop_errors = Counter(
             "mlpacker_hop_errors", "Failed calls to a next hop, by hop URL and kind", ["hop", "kind"], **reg
         )
+        self.hop_connections = Counter(
+            "mlpacker_hop_connections",
+            "Connections opened to a next hop, by hop URL and handshake (plain, tls_full, tls_resumed)",
+            ["hop", "handshake"],
+            **reg,
+        )
         self.batch_size = Histogram(
             "mlpacker_batch_size", "Number of instances per request or message", buckets=BATCH_BUCKETS, **reg
         )

@@ -11,6 +11,7 @@ from mlpacker_runtime import __version__
 from mlpacker_runtime.chain import Chain
 from mlpacker_runtime.loading import installed_version, load_stages
 from mlpacker_runtime.metrics import Metrics
+from mlpacker_runtime.redaction import public_path
 
 log = logging.getLogger("mlpacker_runtime.service")
 
@@ -78,14 +79,16 @@ class Service:
         return 503, {"status": "loading", "error": "stages are still loading"}
 
     def info(self) -> dict[str, Any]:
+        """What /info shows: no secret, no path of a secret file, artifacts by file name only."""
         config = self.config
+        tls = config["security"]["tls"]
         stages = []
         for index, spec in enumerate(config["stages"]):
             entry = {
                 "name": spec["name"],
                 "format": spec["format"],
                 "method": spec["method"],
-                "artifact": spec["artifact"],
+                "artifact": public_path(spec["artifact"]),
                 "function": spec["function"],
                 "sha256": spec["sha256"],
                 "versions": spec["versions"],
@@ -101,4 +104,10 @@ class Service:
             "stages": stages,
             "libraries": {name: installed_version(name) for name in ("python", *REPORTED_LIBRARIES)},
             "runtime_version": __version__,
+            # Whether security is on, never where its files are.
+            "security": {
+                "tls": bool(tls["cert_file"]),
+                "client_certificates": bool(tls["client_ca_file"]),
+                "auth": bool(config["security"]["auth"]["token_file"]),
+            },
         }

@@ -13,10 +13,15 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mlpacker_runtime import __version__
+from mlpacker_runtime.auth import BearerAuth
 from mlpacker_runtime.chain import InputError, StageError
 from mlpacker_runtime.hops import HopError, HopTimeout, NextHops
 from mlpacker_runtime.metrics import CONTENT_TYPE, Metrics
+from mlpacker_runtime.redaction import public_url
+from mlpacker_runtime.rest.bearer_auth import BearerTokenRequired
+from mlpacker_runtime.secret_files import read_tokens
 from mlpacker_runtime.service import Service
+from mlpacker_runtime.tls import hop_client_context
 
 log = logging.getLogger("mlpacker_runtime.rest")
 
@@ -94,7 +99,20 @@ def create_app(
     service = Service(config, metrics)
     metrics = service.metrics
     rest = config["rest"]
-    hops = NextHops(rest["next_hops"], rest["hop_timeout_s"], metrics, pool_size=max(4, rest["threads"]))
+    token_file = config["security"]["auth"]["token_file"]
+    hops = NextHops(
+        rest["next_hops"],
+        rest["hop_timeout_s"],
+        metrics,
+        pool_size=max(4, rest["threads"]),
+        tls_context=(
+            hop_client_context(config["security"]["tls"])
+            if any(url.startswith("https://") for url in rest["next_hops"])
+            else None
+        ),
+        tokens=read_tokens(token_file) if token_file else None,
+    )
+    auth = BearerAuth.from_config(config)
 
     app = Flask(f"mlpacker_runtime[{config['service']}]")
     app.config["MAX_CONTENT_LENGTH"] = rest["max_body_bytes"]
@@ -225,13 +243,23 @@ def create_app(
     @app.get("/info")
     def info() -> Response:
         body = service.info()
-        body["next_hops"] = rest["next_hops"]
+        body["next_hops"] = [public_url(url) for url in rest["next_hops"]]
         return _json(200, body)
 
     @app.get("/openapi.json")
     def openapi() -> Response:
         features = service.chain.expected_features if service.chain is not None else None
         return _json(200, openapi_document(config, features))
+
+    if auth is not None:
+        # Outermost, in front of the /predict fast path too. Unknown paths share one metric label.
+        routes = {rule.rule for rule in app.url_map.iter_rules()}
+
+        def count_refusal(path: str) -> None:
+            metrics.errors.labels("unauthorized").inc()
+            metrics.requests.labels(path if path in routes else "other", "401").inc()
+
+        app.wsgi_app = BearerTokenRequired(app.wsgi_app, auth, count_refusal)  # type: ignore[method-assign]
 
     return app
 
@@ -251,7 +279,7 @@ def openapi_document(config: dict[str, Any], features: int | None) -> dict[str, 
             }
         }
     }
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": f"{config['pipeline']} / {config['service']}",
@@ -312,3 +340,14 @@ def openapi_document(config: dict[str, Any], features: int | None) -> dict[str, 
         },
         "x-expected-features": features,
     }
+    if config["security"]["auth"]["token_file"]:
+        document["components"] = {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}
+        document["security"] = [{"bearer": []}]
+        paths = document["paths"]
+        for probe in ("/health/live", "/health/ready"):
+            paths[probe]["get"]["security"] = []  # open: orchestrators probe without credentials
+        paths["/predict"]["post"]["responses"]["401"] = {
+            "description": "missing or invalid bearer token",
+            **error,
+        }
+    return document

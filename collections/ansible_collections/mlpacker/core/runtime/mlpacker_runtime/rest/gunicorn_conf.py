@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 from typing import Any
 
-from mlpacker_runtime.config import load_config
+from mlpacker_runtime.config import bind_addresses, load_config
 from mlpacker_runtime.metrics import MULTIPROC_ENV
+from mlpacker_runtime.tls import server_context
 
 _config = load_config(os.environ["MLPACKER_RUNTIME_CONFIG"])
 _rest = _config["rest"]
 
-bind = [f"[{_rest['bind']}]:{_rest['port']}" if ":" in _rest["bind"] else f"{_rest['bind']}:{_rest['port']}"]
+bind = [
+    f"[{address}]:{_rest['port']}" if ":" in address else f"{address}:{_rest['port']}"
+    for address in bind_addresses(_rest["bind"])
+]
 workers = _rest["workers"]
 # gthread: a thread pool per worker and real HTTP keep-alive (sync workers close after every request).
 worker_class = "gthread"
@@ -34,6 +39,23 @@ errorlog = "-"
 loglevel = os.environ.get("MLPACKER_RUNTIME_LOG_LEVEL", "info")
 # Enough for max_body_bytes JSON bodies; gunicorn's own line limits stay at their defaults.
 limit_request_line = 8190
+
+# HTTPS with security.tls.cert_file/key_file; mutual TLS with client_ca_file.
+_tls = _config["security"]["tls"]
+if _tls["cert_file"]:
+    certfile = _tls["cert_file"]
+    keyfile = _tls["key_file"]
+    if _tls["client_ca_file"]:
+        ca_certs = _tls["client_ca_file"]
+        cert_reqs = ssl.CERT_REQUIRED
+# Made once here, in the master, and inherited by every worker: gunicorn's default builds a context per
+# connection (re-reading the key each time), and a context's session ticket key is its own, so clients
+# could never resume a session. One shared context lets a reconnecting hop resume on any worker.
+_server_context = server_context(_tls)
+
+
+def ssl_context(conf: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:
+    return _server_context if _server_context is not None else default_ssl_context_factory()
 
 
 def on_starting(server: Any) -> None:
