@@ -10,14 +10,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import urllib3
 from runtime_helpers import (
+    HTTP,
     Broker,
     IrisModels,
     MqttProbe,
+    Pki,
     Runtimes,
+    bearer,
     function_stage,
     get,
     stream_config,
+    write_tokens,
 )
 
 pytestmark = pytest.mark.mqtt
@@ -237,3 +242,132 @@ def test_broker_credentials_from_config(runtimes: Runtimes, iris_models: IrisMod
         assert "broker refused the connection: Not authorized" in refused.log()
     finally:
         broker.stop()
+
+
+# ------------------------------------------------------------------ security
+
+
+def test_health_server_over_https_with_auth(
+    runtimes: Runtimes, mosquitto: Broker, iris_models: IrisModels, pki: Pki, tmp_path: Path
+) -> None:
+    prefix = unique_prefix()
+    config = stream_config(
+        [iris_models.stage("scale", "scaler", "transform")], mosquitto.port, prefix, "s", f"{prefix}/out"
+    )
+    tokens = write_tokens(tmp_path / "token", "tok-current", "tok-previous")
+    config["security"] = {"tls": pki.server_tls(), "auth": {"token_file": str(tokens)}}
+    client = pki.https_client()
+    consumer = runtimes.start(config, http=client)
+    assert consumer.base_url.startswith("https://127.0.0.1:")
+    assert get(consumer.base_url + "/health/live", http=client) == (200, b'{"status":"alive"}')
+    assert get(consumer.base_url + "/health/ready", http=client)[0] == 200
+    for path in ("/metrics", "/info", "/elsewhere"):
+        response = client.request("GET", consumer.base_url + path)
+        assert (response.status, response.headers["WWW-Authenticate"]) == (401, 'Bearer realm="mlpacker"')
+        assert response.json() == {"error": "authentication required: send 'Authorization: Bearer <token>'"}
+        response = client.request("GET", consumer.base_url + path, headers=bearer("tok-wrong"))
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="mlpacker", error="invalid_token"'
+    assert get(consumer.base_url + "/metrics", http=client, headers=bearer("tok-previous"))[0] == 200
+    status, raw = get(consumer.base_url + "/info", http=client, headers=bearer("tok-current"))
+    assert status == 200
+    info = json.loads(raw)
+    assert info["stages"][0]["artifact"] == "scaler.joblib"
+    assert info["security"] == {"tls": True, "client_certificates": False, "auth": True}
+    for secret in ("tok-current", str(tmp_path), str(pki.directory), str(iris_models.directory)):
+        assert secret not in raw.decode()
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        HTTP.request("GET", consumer.base_url.replace("https://", "http://") + "/health/live")
+    assert consumer.proc.poll() is None  # a failed handshake costs the server nothing
+    assert get(consumer.base_url + "/health/live", http=client)[0] == 200
+
+
+def test_broker_password_from_file_and_anonymous_refused(
+    runtimes: Runtimes, mosquitto: Broker, iris_models: IrisModels, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from runtime_helpers import free_port
+
+    broker_users = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(broker_users), "edge", "p4ss w0rd!"], check=True)
+    broker = Broker(tmp_path / "auth-broker", free_port(), password_file=broker_users)
+    broker.directory.mkdir()
+    broker.start()
+    try:
+        prefix = unique_prefix()
+        stages = [iris_models.stage("scale", "scaler", "transform")]
+        password_file = tmp_path / "edge.password"
+        password_file.write_text("p4ss w0rd!\n")  # the line end is not part of the password
+        password_file.chmod(0o600)
+        with_file = stream_config(stages, broker.port, prefix, "file", f"{prefix}/out")
+        with_file["stream"]["broker"].update(username="edge", password_file=str(password_file))
+        anonymous = stream_config(stages, broker.port, prefix, "anon", f"{prefix}/out")
+        refused = runtimes.start(anonymous, wait=False)
+        accepted = runtimes.start(with_file)
+        assert "p4ss" not in accepted.config_path.read_text()  # config.json holds no secret
+        probe = MqttProbe(broker.port, [f"{prefix}/out"], username="edge", password="p4ss w0rd!")
+        try:
+            probe.publish(f"{prefix}/file/in", {"id": 1, "instances": [[5.1, 3.5, 1.4, 0.2]]})
+            assert probe.wait_for(f"{prefix}/out", 1)[0]["id"] == 1
+        finally:
+            probe.close()
+        assert "p4ss" not in get(accepted.base_url + "/info")[1].decode()
+        deadline = time.monotonic() + 30
+        while "broker refused the connection" not in refused.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "broker refused the connection: Not authorized" in refused.log()
+        assert get(refused.base_url + "/health/ready")[0] == 503
+    finally:
+        broker.stop()
+
+
+def test_broker_certificate_is_verified_against_ca_file(
+    runtimes: Runtimes, mosquitto: Broker, iris_models: IrisModels, pki: Pki, tmp_path: Path
+) -> None:
+    from runtime_helpers import free_port
+
+    broker = Broker(tmp_path / "tls-broker", free_port(), tls=pki.server)
+    broker.directory.mkdir()
+    broker.start()
+    try:
+        prefix = unique_prefix()
+        stages = [iris_models.stage("scale", "scaler", "transform")]
+        configs = {}
+        for name, ca in (("trusting", pki.ca), ("distrusting", pki.other_ca)):
+            configs[name] = stream_config(stages, broker.port, prefix, name, f"{prefix}/out")
+            configs[name]["stream"]["broker"]["tls"] = {"enabled": True, "ca_file": str(ca.cert)}
+        distrusting = runtimes.start(configs["distrusting"], wait=False)
+        runtimes.start(configs["trusting"])  # ready: connected over TLS and subscribed
+        expected = f"cannot connect to broker 127.0.0.1:{broker.port}: [SSL: CERTIFICATE_VERIFY_FAILED]"
+        deadline = time.monotonic() + 30
+        while expected not in distrusting.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert expected in distrusting.log()
+        status, body = get(distrusting.base_url + "/health/ready")
+        assert (status, json.loads(body)["status"]) == (503, "connecting")
+    finally:
+        broker.stop()
+
+
+def test_health_server_listens_on_each_bind_address(
+    runtimes: Runtimes, mosquitto: Broker, iris_models: IrisModels
+) -> None:
+    from runtime_helpers import free_port
+
+    prefix = unique_prefix()
+    port = free_port()
+    config = stream_config(
+        [iris_models.stage("scale", "scaler", "transform")],
+        mosquitto.port,
+        prefix,
+        "s",
+        f"{prefix}/out",
+        health_bind=["127.0.0.1", "::1"],
+        health_port=port,
+    )
+    runtimes.start(config)
+    for host in ("127.0.0.1", "[::1]"):
+        assert get(f"http://{host}:{port}/health/ready")[0] == 200
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        get(f"http://127.0.0.2:{port}/health/live")

@@ -15,6 +15,7 @@ import json
 import logging
 import signal
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -24,9 +25,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from mlpacker_runtime.auth import BearerAuth
 from mlpacker_runtime.chain import InputError, StageError
 from mlpacker_runtime.health_server import HealthServer
+from mlpacker_runtime.secret_files import read_password
 from mlpacker_runtime.service import Service
+from mlpacker_runtime.tls import server_context
 
 log = logging.getLogger("mlpacker_runtime.stream")
 
@@ -66,9 +70,14 @@ class StreamConsumer:
             manual_ack=True,
         )
         if broker["username"] is not None:
-            client.username_pw_set(broker["username"], broker["password"])
+            password = broker["password"]
+            if broker["password_file"] is not None:
+                password = read_password(broker["password_file"])
+            client.username_pw_set(broker["username"], password)
         tls = broker["tls"]
         if tls["enabled"]:
+            # paho verifies the broker's certificate (against ca_file, else the system's CAs) and its host
+            # name; tls.insecure turns the host name check off, never the certificate check.
             client.tls_set(ca_certs=tls["ca_file"], certfile=tls["cert_file"], keyfile=tls["key_file"])
             client.tls_insecure_set(tls["insecure"])
         client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -76,6 +85,7 @@ class StreamConsumer:
         # allow more results in flight than paho's default of 20 (the broker may lower it in CONNACK).
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -98,7 +108,12 @@ class StreamConsumer:
 
     def start_health(self) -> None:
         self.health = HealthServer(
-            self.stream["health_bind"], self.stream["health_port"], self.service, self.readiness
+            self.stream["health_bind"],
+            self.stream["health_port"],
+            self.service,
+            self.readiness,
+            tls_context=server_context(self.config["security"]["tls"]),
+            auth=BearerAuth.from_config(self.config),
         )
         self.health.start()
 
@@ -134,6 +149,18 @@ class StreamConsumer:
             "connected to broker (session present: %s); subscribing to %s", flags.session_present, self.topic
         )
         client.subscribe(self.topic, qos=self.qos)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this from inside its `except OSError` around the connect, and passes no exception:
+        # the one being handled says why (refused, unreachable, broker certificate not trusted).
+        reason = sys.exc_info()[1]
+        broker = self.stream["broker"]
+        log.warning(
+            "cannot connect to broker %s:%s: %s; retrying with backoff",
+            broker["host"],
+            broker["port"],
+            reason,
+        )
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
