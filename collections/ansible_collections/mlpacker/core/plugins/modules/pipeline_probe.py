@@ -48,6 +48,27 @@ options:
     description: REST - probe every URL of O(urls); V(false) probes only the first.
     type: bool
     default: true
+  ca_file:
+    description:
+      - REST - the CA that C(https://) entry points are verified against (the deployment record's
+        C(credentials.ca_file)); without it the system's CAs.
+    type: path
+  token_file:
+    description:
+      - REST - a file whose first line is the bearer token sent as C(Authorization) header (the deployment
+        record's C(credentials.token_file)).
+    type: path
+  client_cert_file:
+    description: REST - client certificate for an entry point that asks for mutual TLS.
+    type: path
+  client_key_file:
+    description: REST - the key of O(client_cert_file).
+    type: path
+  broker_password_file:
+    description:
+      - Stream - a file whose first line is the broker password (the deployment record's
+        C(credentials.mqtt.password_file)); used when O(broker.password) is not given.
+    type: path
   broker:
     description: Stream - the MQTT broker. Required with O(mode=stream).
     type: dict
