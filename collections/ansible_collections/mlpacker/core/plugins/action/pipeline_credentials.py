@@ -299,6 +299,15 @@ class CredentialsBuilder:
             for service in services
         ]
         users.append((None, mqtt_credentials.client_username(pipeline)))
+        salt_rel = f"{pipeline}/mqtt/share_group.salt"
+        salt_data = self.layout.current(salt_rel)
+        salt = salt_data.decode("ascii", errors="replace").strip() if salt_data else ""
+        if len(salt) < 32:
+            salt = mqtt_credentials.new_password()
+            self.layout.put(salt_rel, f"{salt}\n".encode(), "new share-group secret")
+        else:
+            # Never rotated: replicas restarted one by one must stay in one group.
+            self.layout.keep(salt_rel)
         passwords = []
         returned = {"users": {}, "client": None}
         for service_id, username in users:
@@ -319,6 +328,7 @@ class CredentialsBuilder:
             if service_id is None:
                 returned["client"] = entry
             else:
+                entry["share_group"] = mqtt_credentials.share_group(service_id, salt)
                 returned["users"][service_id] = entry
         passwd_rel, acl_rel = f"{pipeline}/mqtt/passwd", f"{pipeline}/mqtt/acl"
         existing_passwd = self.layout.current(passwd_rel)

@@ -38,6 +38,18 @@ def new_password():
     return secrets.token_urlsafe(24)
 
 
+def share_group(service_id, salt):
+    """The shared-subscription group of a service's replicas, with a part only the pipeline knows.
+
+    Mosquitto 2.0's ACL checks ``read`` on delivery, not on SUBSCRIBE: any user of the broker could join a
+    guessable group (``mlpacker-<id>``), take its turn of the input and have it dropped. A group name derived
+    from a per-pipeline secret (kept across rotations, so a rolling restart never splits the replicas over
+    two groups) cannot be joined by anyone who cannot read the services' configuration.
+    """
+    digest = hmac.new(salt.encode("utf-8"), service_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"mlpacker-{service_id}-{digest[:16]}"
+
+
 def password_hash(password, salt=None, iterations=ITERATIONS):
     """Mosquitto's ``$7$`` hash of ``password`` (a new random salt unless one is given)."""
     salt = os.urandom(SALT_BYTES) if salt is None else salt

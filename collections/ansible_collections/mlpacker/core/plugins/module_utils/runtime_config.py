@@ -21,7 +21,11 @@ from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract imp
     MODES,
     OUTPUT_PREDICTIONS,
 )
-from ansible_collections.mlpacker.core.plugins.module_utils.service_secrets import SECRET_NAMES, mqtt_username
+from ansible_collections.mlpacker.core.plugins.module_utils.service_secrets import (
+    SECRET_NAMES,
+    mqtt_share_group,
+    mqtt_username,
+)
 
 
 class RuntimeConfigError(ValueError):
@@ -227,6 +231,7 @@ def runtime_config(
             paths if secrets is not None else None,
             mqtt_username(service, broker or {}, credentials),
         )
+        config["stream"]["share_group"] = mqtt_share_group(service, broker or {}, credentials)
     if paths.kinds:
         config["security"] = paths.security_section()
     return config

@@ -151,6 +151,18 @@ def _broker_secrets(
     return files
 
 
+def mqtt_share_group(
+    service: dict[str, Any], broker: dict[str, Any], credentials: dict[str, Any] | None
+) -> Any:
+    """The service's shared-subscription group: on the managed broker the secret one of its credential (see
+    mqtt_credentials.share_group), else the plan's."""
+    if broker.get("managed"):
+        user = ((credentials or {}).get("mqtt") or {}).get("users", {}).get(service["id"]) or {}
+        if user.get("share_group"):
+            return user["share_group"]
+    return service.get("share_group")
+
+
 def mqtt_username(service: dict[str, Any], broker: dict[str, Any], credentials: dict[str, Any] | None) -> Any:
     """The user name the service connects to the broker with: its own on the managed broker, or the user's."""
     if broker.get("managed"):

@@ -270,12 +270,18 @@ mqtt:
       type: str
       sample: /home/me/.mlpacker/credentials/iris/mqtt/acl
     users:
-      description: Per service id, its C(username) and C(password_file).
+      description:
+        - Per service id, its C(username), C(password_file) and C(share_group), the shared-subscription group
+          of its replicas. The group name carries a part derived from a per-pipeline secret
+          (C(mqtt/share_group.salt), never rotated), because Mosquitto 2.0 grants every subscription and
+          checks C(read) only on delivery; a guessable group could be joined by any user of the broker, whose
+          turns of the input would then be dropped.
       type: dict
       sample:
         iris-scale:
           username: mlp-iris-iris-scale
           password_file: /home/me/.mlpacker/credentials/iris/mqtt/mlp-iris-iris-scale.password
+          share_group: mlpacker-iris-scale-3f1c0a9be4d27c55
     client:
       description: The user's credential, C(username) and C(password_file).
       type: dict

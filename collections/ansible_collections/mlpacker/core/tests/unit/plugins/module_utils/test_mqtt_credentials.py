@@ -169,3 +169,19 @@ def test_usernames_and_passwords() -> None:
     assert mc.client_username("iris") == "mlp-iris-client"
     passwords = {mc.new_password() for unused in range(20)}
     assert len(passwords) == 20 and all(len(password) == 32 for password in passwords)
+
+
+@pytest.mark.parametrize(
+    ("service_id", "salt", "other_salt"),
+    [("iris-scale", "a" * 32, "b" * 32), ("iris", "s3cr3t-" * 5, "s3cr3t-" * 4)],
+)
+def test_share_group_is_stable_per_secret_and_unguessable_without_it(
+    service_id: str, salt: str, other_salt: str
+) -> None:
+    group = mc.share_group(service_id, salt)
+    assert group == mc.share_group(service_id, salt)
+    assert group.startswith(f"mlpacker-{service_id}-") and len(group) == len(f"mlpacker-{service_id}-") + 16
+    assert group != mc.share_group(service_id, other_salt)
+    assert group != f"mlpacker-{service_id}"
+    # Topic-filter safe: a share group must not hold '/', '+' or '#'.
+    assert not set("/+#") & set(group)

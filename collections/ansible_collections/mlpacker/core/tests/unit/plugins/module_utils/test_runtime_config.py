@@ -438,7 +438,13 @@ def test_no_secrets_no_security_section() -> None:
     assert "security" not in build(REST_SERVICE, [SCALE])
 
 
-SCALE_MQTT_USER = {"mqtt": {"users": {"iris-scale": {"username": "mlp-iris-iris-scale"}}}}
+SCALE_MQTT_USER = {
+    "mqtt": {
+        "users": {
+            "iris-scale": {"username": "mlp-iris-iris-scale", "share_group": "mlpacker-iris-scale-0f1e"}
+        }
+    }
+}
 
 
 def test_managed_broker_credentials_are_files_and_the_service_user() -> None:
@@ -455,6 +461,8 @@ def test_managed_broker_credentials_are_files_and_the_service_user() -> None:
         "password_file": SECRETS_DIR + "/mqtt.password",
         "tls": dict(DEFAULT_TLS, enabled=True, ca_file=SECRETS_DIR + "/broker_ca.crt"),
     }
+    # The secret group of the credential, not the plan's guessable mlpacker-<id>.
+    assert config["stream"]["share_group"] == "mlpacker-iris-scale-0f1e"
 
 
 def test_a_users_broker_password_is_never_written_into_the_configuration() -> None:

@@ -51,6 +51,7 @@ TREE = {
     "iris/mqtt/mlp-iris-iris-clf.password": "0600",
     "iris/mqtt/mlp-iris-iris-scale.password": "0600",
     "iris/mqtt/passwd": "0600",
+    "iris/mqtt/share_group.salt": "0600",
     "iris/token": "0600",
 }
 LEAVES = [
@@ -140,6 +141,9 @@ def test_a_first_run_lays_out_the_tree_and_a_rerun_changes_nothing(run_module, t
             service_id: {
                 "username": f"mlp-iris-{service_id}",
                 "password_file": str(root / f"iris/mqtt/mlp-iris-{service_id}.password"),
+                "share_group": mqtt_credentials.share_group(
+                    service_id, (root / "iris/mqtt/share_group.salt").read_text().strip()
+                ),
             }
             for service_id in ("iris-scale", "iris-clf")
         },
@@ -211,7 +215,12 @@ def test_rotate_renews_leaves_token_and_passwords_but_keeps_the_cas(run_module, 
     assert set(after) == set(before)
     unchanged = sorted(rel for rel in after if after[rel] == before[rel])
     assert unchanged == [".", "_broker", "_broker/ca.crt", "_broker/ca.key", "iris", "iris/ca.crt",
-                         "iris/ca.key", "iris/hosts", "iris/mqtt", "iris/mqtt/acl"]  # fmt: skip
+                         "iris/ca.key", "iris/hosts", "iris/mqtt", "iris/mqtt/acl",
+                         "iris/mqtt/share_group.salt"]  # fmt: skip
+    # Replicas restarted one by one after a rotation stay in one shared-subscription group.
+    first_groups = {key: user["share_group"] for key, user in run_module(
+        "pipeline_credentials", arguments(root))["mqtt"]["users"].items()}  # fmt: skip
+    assert all(group.startswith(f"mlpacker-{key}-") for key, group in first_groups.items())
     tokens = (root / "iris/token").read_text().splitlines()
     assert len(tokens) == 2 and tokens[1] == old_token and tokens[0] != old_token
     hashes = mqtt_credentials.parse_passwd((root / "iris/mqtt/passwd").read_text())
