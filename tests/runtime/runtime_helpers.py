@@ -167,6 +167,15 @@ class RuntimeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_shows(self, text: str, timeout: float = 15.0) -> bool:
+        """Whether ``text`` appears in the log within ``timeout`` (the process may write it a bit later)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

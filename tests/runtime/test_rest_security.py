@@ -71,7 +71,7 @@ def test_https_service_needs_a_bearer_token(
     plain_url = service.base_url.replace("https://", "http://") + "/health/live"
     with pytest.raises(urllib3.exceptions.HTTPError):
         HTTP.request("GET", plain_url)
-    assert "[SSL: HTTP_REQUEST]" in service.log()
+    assert service.log_shows("[SSL: HTTP_REQUEST]")
 
     # A client that trusts only the test CA reaches the service by its IP address and by name.
     port = service.config["rest"]["port"]
@@ -262,8 +262,8 @@ def test_mutual_tls_needs_a_client_certificate_of_the_ca(
         with pytest.raises(urllib3.exceptions.HTTPError):
             post_json(url, {"instances": scaled}, http=refused, headers=bearer("tok"))
     # Refused by the TLS layer: no certificate, and one the CA did not sign.
-    assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in service.log()
-    assert "CERTIFICATE_VERIFY_FAILED" in service.log()
+    assert service.log_shows("PEER_DID_NOT_RETURN_A_CERTIFICATE")
+    assert service.log_shows("CERTIFICATE_VERIFY_FAILED")
 
     # A hop presents security.tls.client_cert_file; without one it is refused like any client.
     stage = [iris_models.stage("scale", "scaler", "transform")]
