@@ -158,6 +158,8 @@ def result_to_json(result: RunResult) -> dict[str, Any]:
         "hosts": {name: vars(stats) for name, stats in result.hosts.items()},
         "failures": [vars(f) for f in result.failures],
         "entry_points": result.entry_points,
+        "credentials": result.credentials,
+        "client_commands": result.client_commands,
         "stats": result.stats_data,
     }
 
@@ -181,6 +183,10 @@ def _print_result(result: RunResult, out: TextIO) -> None:
     sections: dict[str, Any] = {}
     if result.operation == "deploy" and result.entry_points is not None:
         sections["entry_points"] = result.entry_points
+        if result.credentials:
+            sections["credentials"] = result.credentials
+        if result.client_commands:
+            sections["try"] = result.client_commands
     elif result.operation == "status" and result.stats_data:
         sections = dict(result.stats_data)
     elif result.operation == "probe" and result.stats_data:

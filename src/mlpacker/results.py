@@ -110,6 +110,17 @@ class RunResult:
         return self.stats_data.get(DEPLOYMENT_KEY)
 
     @property
+    def credentials(self) -> dict[str, Any] | None:
+        """Where the deployment's credentials are on the controller (``ca_file``, ``token_file``, ``mqtt``:
+        paths to 0600 files, never the secrets), or None (an insecure deploy, or no deployment record)."""
+        return (self.deployment or {}).get("credentials")
+
+    @property
+    def client_commands(self) -> list[str]:
+        """Working ``curl`` / ``mosquitto_pub`` and ``mosquitto_sub`` lines for the deployed pipeline."""
+        return list((self.deployment or {}).get("client_commands") or [])
+
+    @property
     def service_status(self) -> Any:
         """What ``playbooks/status.yml`` published under ``mlpacker_status``, or None."""
         return self.stats_data.get(STATUS_KEY)
