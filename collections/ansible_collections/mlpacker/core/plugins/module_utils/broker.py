@@ -31,6 +31,9 @@ def broker_options() -> dict[str, Any]:
         "port": {"type": "int", "default": DEFAULT_BROKER_PORT},
         "username": {"type": "str"},
         "password": {"type": "str", "no_log": True},
+        # A controller file whose first line is the password (an AWX credential, Ansible Vault): the roles
+        # read it; the modules never need it.
+        "password_file": {"type": "path"},
         "tls": {
             "type": "dict",
             "options": {

@@ -96,9 +96,13 @@ options:
         description:
           - Password to authenticate with.
           - Not echoed back; the plan's broker has C(password) set to V(null). Write the runtime configuration
-            from
-            the C(mlpacker_broker) variable itself.
+            from the C(mlpacker_broker) variable itself.
         type: str
+      password_file:
+        description:
+          - A controller file whose first line is the password (for example written by an AWX credential);
+            the alternative to O(broker.password). Not read by this module.
+        type: path
       tls:
         description: TLS settings.
         type: dict

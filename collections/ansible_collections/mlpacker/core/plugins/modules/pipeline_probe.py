@@ -87,6 +87,9 @@ options:
       password:
         description: Password.
         type: str
+      password_file:
+        description: A file whose first line is the password; used when O(broker.password) is not given.
+        type: path
       tls:
         description: TLS settings.
         type: dict
@@ -216,7 +219,10 @@ def probe_all(params):
         return results
     broker = dict(params["broker"])
     if not broker.get("password"):
-        broker["password"] = read_secret("broker_password_file", params["broker_password_file"])
+        field, path = "broker_password_file", params["broker_password_file"]
+        if not path and broker.get("password_file"):
+            field, path = "broker.password_file", broker["password_file"]
+        broker["password"] = read_secret(field, path)
     predictions, latency_ms = mqtt_round_trip(
         broker,
         params["input_topic"],
