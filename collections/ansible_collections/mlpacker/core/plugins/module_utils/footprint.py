@@ -61,7 +61,8 @@ def pipeline_footprint(pipeline, root, config_root, log_root, supervisor_conf_di
     }
     broker_users_dir = os.path.join(config_root, "mosquitto", "pipelines")
     try:
-        broker_users = sorted(os.listdir(broker_users_dir))
+        # <pipeline> markers; <pipeline>.passwd and <pipeline>.acl are their credential fragments
+        broker_users = sorted(name for name in os.listdir(broker_users_dir) if "." not in name)
     except (FileNotFoundError, NotADirectoryError):
         broker_users = []
     other_broker_users = [name for name in broker_users if name != pipeline]

@@ -80,6 +80,16 @@ def footprint(base: Path, pipeline: str = "iris") -> dict:
             ["opt/iris/iris/", "etc/mosquitto/pipelines/iris", "etc/mosquitto/pipelines/fraud"],
             {"uses_broker": True, "other_broker_users": ["fraud"], "other_pipelines": [], "last": False},
         ),
+        # the pipelines' credential fragments beside their markers are not users of the broker
+        (
+            [
+                "etc/mosquitto/pipelines/iris",
+                "etc/mosquitto/pipelines/iris.passwd",
+                "etc/mosquitto/pipelines/iris.acl",
+                "etc/mosquitto/pipelines/fraud.acl",
+            ],
+            {"uses_broker": True, "other_broker_users": [], "last": True},
+        ),
     ],
 )
 def test_footprint(tmp_path: Path, paths: list[str], expected: dict) -> None:
