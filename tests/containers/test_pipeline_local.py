@@ -10,6 +10,7 @@ undeployed together by the last test.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -200,6 +201,27 @@ def test_each_service_is_a_non_root_container_with_health_check_restart_policy_a
         assert logs.stdout + logs.stderr, f"{service_id} logs nothing through the engine"
     # none of them is a supervisord program
     assert supervisor_pids([f"mlpacker-{sid}" for sid in deployment.service_ids()]) == {}
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_each_container_has_least_privilege_and_limits_by_default(
+    deployments: dict[str, Deployment], combination: str
+) -> None:
+    deployment = deployments[combination]
+    for service_id in deployment.service_ids():
+        host_config = deployment.container(service_id)["HostConfig"]
+        assert host_config["CapDrop"] == ["ALL"], service_id
+        assert host_config["ReadonlyRootfs"] is True, service_id
+        assert host_config["SecurityOpt"] == ["no-new-privileges"], service_id
+        # mlpacker.core.service_container's defaults: 1024 processes, 2 CPUs (at most the host's), 2 GiB
+        assert host_config["PidsLimit"] == 1024, service_id
+        if deployment.layout == "atomic" or service_id.endswith("-scale"):
+            # the settings' limits for services whose first stage is scale win over the defaults
+            cpus, memory = 1.5, 512 * 1024**2
+        else:
+            cpus, memory = min(2, len(os.sched_getaffinity(0))), 2 * 1024**3
+        assert host_config["NanoCpus"] == int(cpus * 1e9), service_id
+        assert host_config["Memory"] == memory and host_config["MemorySwap"] == memory, service_id
 
 
 def test_rest_atomic_container_is_bridged_with_its_port_published_and_limited(

@@ -32,6 +32,7 @@ RUN_SPEC_KEYS = (
     "user",
     "cpus",
     "memory",
+    "pids_limit",
     "read_only",
     "tmpfs",
     "command",
@@ -145,6 +146,8 @@ def run_argv(name: str, image: str, spec: dict[str, Any], labels: dict[str, str]
     if spec.get("memory"):
         # no swap beyond the limit: an edge device that swaps is as good as down
         argv += ["--memory", str(spec["memory"]), "--memory-swap", str(spec["memory"])]
+    if spec.get("pids_limit"):
+        argv += ["--pids-limit", str(spec["pids_limit"])]
     if spec.get("read_only"):
         argv += ["--read-only"]
     for path in spec.get("tmpfs") or []:
@@ -156,6 +159,19 @@ def run_argv(name: str, image: str, spec: dict[str, Any], labels: dict[str, str]
     argv.append(image)
     argv += list(spec.get("command") or [])
     return argv
+
+
+def no_limit(value: str) -> bool:
+    """Empty, or zero in any spelling (0, 0.0, 0m): docker's "no limit"."""
+    return not value or not value.rstrip("bkmgBKMG").replace(".", "").strip("0")
+
+
+def capped_cpus(cpus: str, available: int) -> str:
+    """``cpus`` (docker --cpus) as the run spec holds it: "" for no limit, at most the ``available`` CPUs
+    (docker refuses a limit above what the host has; a default of 2 must not fail a one-CPU edge device)."""
+    if no_limit(cpus):
+        return ""
+    return cpus if float(cpus) <= available else str(available)
 
 
 def free_port(address: str = "127.0.0.1") -> int:

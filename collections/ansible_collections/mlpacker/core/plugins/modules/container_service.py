@@ -95,11 +95,16 @@ options:
     description: User (uid:gid) the container runs as; empty = the image's.
     type: str
   cpus:
-    description: CPU limit (e.g. V(0.5)); empty = none.
+    description:
+      - CPU limit (e.g. V(0.5)); empty or V(0) = none. More than the host has is capped to its CPU count
+        (docker refuses more).
     type: str
   memory:
-    description: Memory limit (e.g. V(256m)), swap included; empty = none.
+    description: Memory limit (e.g. V(256m)), swap included; empty or V(0) = none.
     type: str
+  pids_limit:
+    description: Processes and threads the container may have (docker C(--pids-limit)); unset or V(0) = none.
+    type: int
   read_only:
     description: Read-only root filesystem.
     type: bool
@@ -137,6 +142,8 @@ EXAMPLES = r"""
     published_ports: ["8000:8000"]
     container_port: 8000
     memory: 256m
+    cpus: "2"
+    pids_limit: 1024
 """
 
 RETURN = r"""
@@ -154,6 +161,7 @@ spec_hash:
   type: str
 """
 
+import os
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -161,7 +169,9 @@ from ansible_collections.mlpacker.core.plugins.module_utils.container_engine imp
     SPEC_HASH_LABEL,
     DockerCli,
     DockerError,
+    capped_cpus,
     free_port,
+    no_limit,
     run_argv,
     spec_hash,
     wait_ready,
@@ -243,8 +253,9 @@ class Rollout:
             "network_mode": self.params["network_mode"],
             "restart_policy": self.params["restart_policy"],
             "user": self.params["user"] or "",
-            "cpus": self.params["cpus"] or "",
-            "memory": self.params["memory"] or "",
+            "cpus": capped_cpus(self.params["cpus"] or "", len(os.sched_getaffinity(0))),
+            "memory": "" if no_limit(self.params["memory"] or "") else self.params["memory"],
+            "pids_limit": self.params["pids_limit"] or 0,
             "read_only": self.params["read_only"],
             "tmpfs": self.params["tmpfs"],
             "command": self.params["command"],
@@ -347,6 +358,7 @@ def main() -> None:
             "user": {"type": "str"},
             "cpus": {"type": "str"},
             "memory": {"type": "str"},
+            "pids_limit": {"type": "int"},
             "read_only": {"type": "bool", "default": True},
             "tmpfs": {"type": "list", "elements": "str", "default": ["/tmp"]},
             "command": {"type": "list", "elements": "str", "default": []},

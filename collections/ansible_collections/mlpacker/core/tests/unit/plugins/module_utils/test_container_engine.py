@@ -17,7 +17,9 @@ import pytest
 from ansible_collections.mlpacker.core.plugins.module_utils.container_engine import (
     DockerCli,
     DockerError,
+    capped_cpus,
     engine_lock,
+    no_limit,
     run_argv,
     spec_hash,
     wait_ready,
@@ -33,6 +35,7 @@ SPEC = {
     "user": "10001:10001",
     "cpus": "0.5",
     "memory": "256m",
+    "pids_limit": 1024,
     "read_only": True,
     "tmpfs": ["/tmp"],
     "command": [],
@@ -43,7 +46,13 @@ SPEC = {
 def test_spec_hash_ignores_key_order_and_follows_every_setting() -> None:
     reordered = dict(reversed(list(SPEC.items())), env={"A": "1", "B": "2"})
     assert spec_hash(reordered) == spec_hash(SPEC)
-    for key, value in [("image_id", "sha256:def"), ("memory", "128m"), ("env", {"A": "1"}), ("cpus", "1")]:
+    for key, value in [
+        ("image_id", "sha256:def"),
+        ("memory", "128m"),
+        ("env", {"A": "1"}),
+        ("cpus", "1"),
+        ("pids_limit", 512),
+    ]:
         assert spec_hash(dict(SPEC, **{key: value})) != spec_hash(SPEC), key
 
 
@@ -54,11 +63,43 @@ def test_run_argv_has_limits_non_root_user_and_hardening() -> None:
     assert "--user 10001:10001" in joined
     assert "--cpus 0.5" in joined
     assert "--memory 256m --memory-swap 256m" in joined
+    assert "--pids-limit 1024" in joined
     assert "--publish 8000:8000" in joined
     assert "--read-only" in argv and "--tmpfs /tmp" in joined
     assert "--cap-drop ALL" in joined
+    assert "--security-opt no-new-privileges" in joined
     assert "--label mlpacker.spec-hash=h" in joined
     assert argv.index("img:1") == len(argv) - 1
+
+
+def test_run_argv_without_limits_passes_none() -> None:
+    joined = " ".join(run_argv("n", "img:1", dict(SPEC, cpus="", memory="", pids_limit=0), {}))
+    for flag in ("--cpus", "--memory", "--pids-limit"):
+        assert flag not in joined
+    assert "--cap-drop ALL" in joined and "--read-only" in joined
+
+
+@pytest.mark.parametrize(
+    ("cpus", "available", "expected"),
+    [
+        ("2", 4, "2"),
+        ("0.5", 1, "0.5"),
+        ("2", 1, "1"),
+        ("3.5", 2, "2"),
+        ("", 2, ""),
+        ("0", 2, ""),
+        ("0.0", 1, ""),
+    ],
+)
+def test_cpus_are_capped_to_the_host(cpus: str, available: int, expected: str) -> None:
+    assert capped_cpus(cpus, available) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "none"), [("", True), ("0", True), ("0m", True), ("10m", False), ("1g", False)]
+)
+def test_no_limit(value: str, none: bool) -> None:
+    assert no_limit(value) is none
 
 
 def test_run_argv_host_network_publishes_nothing() -> None:
