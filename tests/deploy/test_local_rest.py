@@ -8,9 +8,12 @@ Python API in ``tests/api/test_local.py`` (idempotence and leftovers are checked
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import importlib
 import json
+import pwd
+import stat
 from pathlib import Path
 
 import joblib
@@ -106,6 +109,63 @@ def test_status_reports_every_service_ready(distributed: Deployment) -> None:
     for stage in ("scale", "reduce", "classify"):
         assert f'"service": "{distributed.name}-{stage}"' in status.output
     assert '"ready": false' not in status.output
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def proc_limits(pid: int) -> dict[str, tuple[str, str]]:
+    """/proc/<pid>/limits as {name: (soft, hard)}."""
+    limits = {}
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines()[1:]:
+        name, soft, hard = line[:26].strip(), line[26:47].strip(), line[47:68].strip()
+        limits[name] = (soft, hard)
+    return limits
+
+
+def test_services_run_as_the_pipelines_user_with_its_limits(distributed: Deployment) -> None:
+    user = pwd.getpwnam(f"mlp-{distributed.name}")
+    assert user.pw_shell == "/usr/sbin/nologin" and grp.getgrgid(user.pw_gid).gr_name == user.pw_name
+    assert user.pw_name in Path("/opt/mlpacker/.state/created-user").read_text().split()
+    programs = [f"mlpacker-{distributed.name}-{stage}" for stage in ("scale", "reduce", "classify")]
+    masters = supervisor_pids(programs)
+    assert sorted(masters) == sorted(programs), masters
+    for program, master in masters.items():
+        # gunicorn's master and its workers: prlimit exec'd the runtime, the workers inherit its limits.
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        assert children, f"{program}: gunicorn has no workers"
+        for pid in [master, *map(int, children)]:
+            status = proc_status(pid)
+            assert status["Uid"].split() == [str(user.pw_uid)] * 4, (program, status["Uid"])
+            assert status["Gid"].split() == [str(user.pw_gid)] * 4, (program, status["Gid"])
+            # supervisord gives the user its own group only (no supplementary groups)
+            assert set(status["Groups"].split()) <= {str(user.pw_gid)}, (program, status["Groups"])
+            assert status["Umask"] == "0027", (program, status["Umask"])
+            assert status["CapEff"] == "0000000000000000", (program, status["CapEff"])
+            limits = proc_limits(pid)
+            # the service role's defaults: mlpacker_service_tasks_max 1024, mlpacker_service_memory_max 2G
+            assert limits["Max processes"] == ("1024", "1024"), (program, limits["Max processes"])
+            assert limits["Max data size"] == ("2147483648", "2147483648"), (program, limits["Max data size"])
+    # The user owns its log folder and nothing of the release; the configuration is root's, group-readable.
+    pipeline_dir = Path("/opt/mlpacker") / distributed.name
+    release = (pipeline_dir / f"{distributed.name}-classify" / "current").resolve()
+    expected = {
+        pipeline_dir: (0, user.pw_gid, 0o750),
+        release: (0, 0, 0o755),
+        release / "config.json": (0, user.pw_gid, 0o640),
+        Path("/var/log/mlpacker") / distributed.name: (user.pw_uid, user.pw_gid, 0o750),
+        Path("/etc/mlpacker/supervisor/supervisord.conf"): (0, 0, 0o644),
+    }
+    for path, (uid, gid, mode) in expected.items():
+        info = path.stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (uid, gid, mode), path
+    artifacts = list((release / "artifacts").iterdir())
+    assert artifacts and all(
+        (a.stat().st_uid, a.stat().st_gid, stat.S_IMODE(a.stat().st_mode)) == (0, user.pw_gid, 0o640)
+        for a in artifacts
+    )
 
 
 def test_second_run_changes_nothing(distributed: Deployment) -> None:
@@ -300,5 +360,12 @@ def test_undeploy_leaves_no_process_port_or_file(
     for offset in range(3):
         assert not port_is_listening("127.0.0.1", distributed.base_port + offset)
     assert not (Path(controller_dirs["mlpacker_state_dir"]) / f"{distributed.name}.json").exists()
+    # The pipeline's user (MLPacker created it) and its group went with it.
+    with pytest.raises(KeyError):
+        pwd.getpwnam(f"mlp-{distributed.name}")
+    with pytest.raises(KeyError):
+        grp.getgrnam(f"mlp-{distributed.name}")
+    created = Path("/opt/mlpacker/.state/created-user")
+    assert not created.exists() or f"mlp-{distributed.name}" not in created.read_text().split()
     again = distributed.play("undeploy.yml")
     assert again.rc == 0 and again.changed() == {"localhost": 0}, again.describe()

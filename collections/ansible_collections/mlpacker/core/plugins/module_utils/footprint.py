@@ -10,6 +10,7 @@ the managed broker), so the shared parts go with the last user and never before.
 from __future__ import annotations
 
 import os
+import pwd
 
 UNIT_SUFFIXES = {"supervisor": (".conf", "-canary.conf"), "systemd": (".service", "-canary.service")}
 
@@ -39,12 +40,52 @@ def process_alive(pid_file):
     return pid
 
 
-def read_created_user(path):
+def read_created_users(path):
+    """The users MLPacker created on this host, one a line in ``path`` (in the order they were made)."""
     try:
         with open(path, encoding="utf-8") as handle:
-            return handle.read().strip() or None
+            names = [line.strip() for line in handle]
+    except OSError:
+        return []
+    return list(dict.fromkeys(name for name in names if name))
+
+
+def folder_user(path):
+    """The name of the user who owns ``path`` (not root), else None: the user a pipeline's services run as
+    owns its log folder, and the managed broker's user its data folder."""
+    try:
+        uid = os.stat(path).st_uid
     except OSError:
         return None
+    if uid == 0:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def users_footprint(pipeline, other_pipelines, other_broker_users, root, log_root, last):
+    """The pipeline's user, the users MLPacker created, and which of them undeploy removes: the pipeline's
+    user when MLPacker created it and no other pipeline (nor the managed broker, while another pipeline uses
+    it) runs as it; with the last pipeline, every user MLPacker created."""
+    user = folder_user(os.path.join(log_root, pipeline))
+    created = read_created_users(os.path.join(root, ".state", "created-user"))
+    still_needed = {folder_user(os.path.join(log_root, other)) for other in other_pipelines}
+    if other_broker_users:
+        still_needed.add(folder_user(os.path.join(root, ".broker")))
+    created_user = user if user in created and user not in still_needed else None
+    if last:
+        others = [name for name in created if name != created_user]
+        to_remove = ([created_user] if created_user else []) + others
+    else:
+        to_remove = [created_user] if created_user else []
+    return {
+        "user": user,
+        "created_user": created_user,
+        "created_users": created,
+        "users_to_remove": to_remove,
+    }
 
 
 def pipeline_footprint(pipeline, root, config_root, log_root, supervisor_conf_dir, systemd_dir, run_dir):
@@ -67,6 +108,7 @@ def pipeline_footprint(pipeline, root, config_root, log_root, supervisor_conf_di
         broker_users = []
     other_broker_users = [name for name in broker_users if name != pipeline]
     other_pipelines = [name for name in visible_directories(root) if name != pipeline]
+    last = not other_pipelines and not other_broker_users
     return {
         "exists": os.path.isdir(pipeline_dir),
         "services": services,
@@ -85,8 +127,8 @@ def pipeline_footprint(pipeline, root, config_root, log_root, supervisor_conf_di
             "systemd": existing_files(systemd_dir, ["mlpacker-broker.service"]),
         },
         "other_pipelines": other_pipelines,
-        # Nothing else needs supervisord, the managed broker or the service user once this pipeline is gone.
-        "last": not other_pipelines and not other_broker_users,
+        # Nothing else needs supervisord, the managed broker or the users MLPacker created once it is gone.
+        "last": last,
         "supervisord_pid": process_alive(os.path.join(run_dir, "supervisord.pid")),
-        "created_user": read_created_user(os.path.join(root, ".state", "created-user")),
+        **users_footprint(pipeline, other_pipelines, other_broker_users, root, log_root, last),
     }

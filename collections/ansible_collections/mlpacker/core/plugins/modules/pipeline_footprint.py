@@ -14,9 +14,11 @@ description:
     and changes nothing.
   - Returns the pipeline's services (the directories under O(root)/O(pipeline)), their supervisord programs
     and systemd units, whether the pipeline uses the managed broker, the other pipelines and other users of
-    the managed broker on the host, whether supervisord runs, and the user MLPacker created.
-  - Undeploy removes the pipeline's parts from this, and the shared parts (supervisord, the managed broker,
-    the service user, MLPacker's directories) only when RV(last) says nothing else needs them.
+    the managed broker on the host, whether supervisord runs, the pipeline's user and the users MLPacker
+    created.
+  - Undeploy removes the pipeline's parts from this (its user too, when MLPacker created it and nothing else
+    runs as it), and the shared parts (supervisord, the managed broker, the other users MLPacker created,
+    MLPacker's directories) only when RV(last) says nothing else needs them.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -132,11 +134,32 @@ supervisord_pid:
   returned: success
   type: int
   sample: 4242
-created_user:
-  description: The service user MLPacker created on this host (null when it created none).
+user:
+  description: The user the pipeline's services run as on this host (the owner of its log folder), else null.
   returned: success
   type: str
-  sample: mlpacker
+  sample: mlp-iris
+created_user:
+  description:
+    - The pipeline's user when MLPacker created it and nothing else runs as it (no other pipeline's
+      services, not the managed broker while another pipeline uses it), else null. Undeploy removes it with
+      the pipeline.
+  returned: success
+  type: str
+  sample: mlp-iris
+created_users:
+  description: Every user MLPacker created on this host (C(<root>/.state/created-user), one a line).
+  returned: success
+  type: list
+  elements: str
+  sample: [mlp-iris, mlp-fraud]
+users_to_remove:
+  description: >-
+    The users undeploy removes - RV(created_user) and, when RV(last), every other user MLPacker created.
+  returned: success
+  type: list
+  elements: str
+  sample: [mlp-iris]
 """
 
 import re

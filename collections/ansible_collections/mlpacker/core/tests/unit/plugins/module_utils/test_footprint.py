@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -130,8 +131,97 @@ def test_supervisord_pid_only_of_a_running_process(tmp_path: Path, pid_file: str
     assert footprint(tmp_path)["supervisord_pid"] == (os.getpid() if alive else None)
 
 
-def test_created_user(tmp_path: Path) -> None:
-    assert footprint(tmp_path)["created_user"] is None
-    lay_out(tmp_path, ["opt/.state/"])
-    (tmp_path / "opt" / ".state" / "created-user").write_text("mlpacker\n")
-    assert footprint(tmp_path)["created_user"] == "mlpacker"
+def own(path: Path, user: str) -> None:
+    """Make ``path`` a folder owned by ``user`` (one of the system's own users: the tests run as root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    entry = pwd.getpwnam(user)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def record_created(base: Path, *users: str) -> None:
+    (base / "opt" / ".state").mkdir(parents=True, exist_ok=True)
+    (base / "opt" / ".state" / "created-user").write_text("".join(f"{user}\n" for user in users))
+
+
+def users(found: dict) -> dict:
+    return {key: found[key] for key in ("user", "created_user", "created_users", "users_to_remove")}
+
+
+def test_no_user_recorded_or_found(tmp_path: Path) -> None:
+    lay_out(tmp_path, ["opt/iris/iris/", "log/iris/"])  # a log folder of root's: no user of the pipeline's
+    assert users(footprint(tmp_path)) == {
+        "user": None,
+        "created_user": None,
+        "created_users": [],
+        "users_to_remove": [],
+    }
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give folders to other users")
+class TestUsers:
+    """The pipeline's user owns its log folder; system users (daemon, bin, sys) stand in for MLPacker's."""
+
+    def test_the_pipeline_user_mlpacker_created_goes_with_it(self, tmp_path: Path) -> None:
+        lay_out(tmp_path, ["opt/iris/iris/"])
+        own(tmp_path / "log" / "iris", "daemon")
+        record_created(tmp_path, "daemon")
+        assert users(footprint(tmp_path)) == {
+            "user": "daemon",
+            "created_user": "daemon",
+            "created_users": ["daemon"],
+            "users_to_remove": ["daemon"],
+        }
+
+    def test_a_user_mlpacker_did_not_create_stays(self, tmp_path: Path) -> None:
+        lay_out(tmp_path, ["opt/iris/iris/"])
+        own(tmp_path / "log" / "iris", "daemon")
+        record_created(tmp_path, "bin")  # the last pipeline: MLPacker's own users go, the admin's stays
+        found = users(footprint(tmp_path))
+        assert found["user"] == "daemon" and found["created_user"] is None
+        assert found["users_to_remove"] == ["bin"]
+
+    def test_other_pipelines_keep_their_users_and_the_record(self, tmp_path: Path) -> None:
+        lay_out(tmp_path, ["opt/iris/iris/", "opt/fraud/fraud/"])
+        own(tmp_path / "log" / "iris", "daemon")
+        own(tmp_path / "log" / "fraud", "bin")
+        record_created(tmp_path, "daemon", "bin", "sys")
+        found = footprint(tmp_path)
+        assert not found["last"]
+        assert users(found) == {
+            "user": "daemon",
+            "created_user": "daemon",
+            "created_users": ["daemon", "bin", "sys"],
+            "users_to_remove": ["daemon"],
+        }
+
+    def test_a_user_another_pipeline_runs_as_stays(self, tmp_path: Path) -> None:
+        # mlpacker_host_user set to one name for every pipeline (as all shared 'mlpacker' before)
+        lay_out(tmp_path, ["opt/iris/iris/", "opt/fraud/fraud/"])
+        own(tmp_path / "log" / "iris", "daemon")
+        own(tmp_path / "log" / "fraud", "daemon")
+        record_created(tmp_path, "daemon")
+        found = users(footprint(tmp_path))
+        assert found["user"] == "daemon" and found["created_user"] is None and found["users_to_remove"] == []
+
+    def test_the_managed_brokers_user_stays_while_another_pipeline_uses_it(self, tmp_path: Path) -> None:
+        lay_out(tmp_path, ["opt/iris/iris/", "etc/mosquitto/pipelines/iris", "etc/mosquitto/pipelines/fraud"])
+        own(tmp_path / "log" / "iris", "daemon")
+        own(tmp_path / "opt" / ".broker", "daemon")
+        record_created(tmp_path, "daemon")
+        found = users(footprint(tmp_path))
+        assert found["created_user"] is None and found["users_to_remove"] == []
+
+    def test_the_last_pipeline_takes_every_user_mlpacker_created(self, tmp_path: Path) -> None:
+        lay_out(tmp_path, ["opt/iris/iris/", "etc/mosquitto/pipelines/iris"])
+        own(tmp_path / "log" / "iris", "daemon")
+        own(tmp_path / "opt" / ".broker", "sys")
+        # The broker's user, the pipeline's, one left from before (blank lines and repeats are ignored).
+        record_created(tmp_path, "sys", "", "daemon", "bin", "sys")
+        found = footprint(tmp_path)
+        assert found["last"]
+        assert users(found) == {
+            "user": "daemon",
+            "created_user": "daemon",
+            "created_users": ["sys", "daemon", "bin"],
+            "users_to_remove": ["daemon", "sys", "bin"],
+        }
