@@ -75,11 +75,14 @@ def service_secrets(
     broker in stream mode (``managed``, ``password``, ``tls``); ``entry``: the service takes the pipeline's
     input (mutual TLS applies to it only).
     """
-    if not isinstance(service, dict) or "id" not in service or "host" not in service:
-        raise ServiceSecretsError(
-            f"service: expected a plan service with an 'id' and a 'host', got {service!r}"
-        )
     tls = bool(security.get("tls"))
+    # The host names the server certificate: only TLS needs it.
+    if not isinstance(service, dict) or "id" not in service or (tls and "host" not in service):
+        raise ServiceSecretsError(
+            "service: expected a plan service with an 'id'{}, got {!r}".format(
+                " and a 'host'" if tls else "", service
+            )
+        )
     auth = bool(security.get("auth"))
     if (tls or auth) and not isinstance(credentials, dict):
         raise ServiceSecretsError(

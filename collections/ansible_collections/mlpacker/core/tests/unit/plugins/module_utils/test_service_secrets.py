@@ -157,3 +157,12 @@ def test_secure_settings_without_credentials_fail() -> None:
         ServiceSecretsError, match="credentials: TLS or auth is on but no credentials were made"
     ):
         service_secrets(SERVICE, mode="rest", security=SECURE, credentials=None)
+
+
+def test_an_insecure_service_needs_no_host() -> None:
+    assert (
+        service_secrets({"id": "fx"}, mode="rest", security={"tls": False, "auth": False}, credentials=None)
+        == []
+    )
+    with pytest.raises(ServiceSecretsError, match="expected a plan service with an 'id' and a 'host'"):
+        service_secrets({"id": "fx"}, mode="rest", security=SECURE, credentials={})
