@@ -35,6 +35,7 @@ RUN_SPEC_KEYS = (
     "pids_limit",
     "read_only",
     "tmpfs",
+    "mounts",
     "command",
     "log_options",
 )
@@ -152,6 +153,9 @@ def run_argv(name: str, image: str, spec: dict[str, Any], labels: dict[str, str]
         argv += ["--read-only"]
     for path in spec.get("tmpfs") or []:
         argv += ["--tmpfs", path]
+    for mount in spec.get("mounts") or []:
+        # host folder:container path[:ro] - the service's credentials, kept out of every image layer
+        argv += ["--volume", mount]
     argv += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
     argv += ["--log-driver", "json-file"]
     for key, value in sorted((spec.get("log_options") or {}).items()):
@@ -181,9 +185,9 @@ def free_port(address: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def is_ready(url: str, timeout: float = 3.0) -> bool:
+def is_ready(url: str, timeout: float = 3.0, ca_file: str | None = None) -> bool:
     try:
-        with open_url(url, timeout=timeout) as answer:
+        with open_url(url, timeout=timeout, validate_certs=True, ca_path=ca_file) as answer:
             return 200 <= answer.status < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -194,11 +198,14 @@ def wait_ready(
     timeout: float,
     still_running: Callable[[], bool],
     interval: float = 0.5,
+    ca_file: str | None = None,
 ) -> str | None:
-    """Poll ``url`` until it answers 2xx; return None when ready, else why not (exited or timed out)."""
+    """Poll ``url`` until it answers 2xx; return None when ready, else why not (exited or timed out).
+
+    An https ``url`` is verified against ``ca_file`` (the pipeline CA)."""
     deadline = time.monotonic() + timeout
     while True:
-        if is_ready(url):
+        if is_ready(url, ca_file=ca_file):
             return None
         if not still_running():
             return "the container exited"

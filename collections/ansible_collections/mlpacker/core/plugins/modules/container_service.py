@@ -87,6 +87,15 @@ options:
     description: Seconds to wait for readiness (canary and new container each).
     type: int
     default: 60
+  ready_scheme:
+    description: How the readiness path is asked - V(https) when the service speaks TLS.
+    type: str
+    choices: [http, https]
+    default: http
+  ready_ca_file:
+    description: With O(ready_scheme=https), the CA (a path on the host) the service's certificate is verified
+      against.
+    type: path
   restart_policy:
     description: Docker restart policy.
     type: str
@@ -114,6 +123,13 @@ options:
     type: list
     elements: str
     default: [/tmp]
+  mounts:
+    description:
+      - Bind mounts, C(<host path>:<container path>[:ro]) (docker C(--volume)), e.g. the service's credentials
+        mounted read-only at run time instead of copied into the image.
+    type: list
+    elements: str
+    default: []
   command:
     description: Command overriding the image's C(CMD).
     type: list
@@ -203,8 +219,13 @@ class Rollout:
         return self.wait(name, port)
 
     def wait(self, name: str, port: int) -> str | None:
-        url = f"http://127.0.0.1:{port}{self.params['ready_path']}"
-        problem = wait_ready(url, self.params["ready_timeout"], lambda: self.running(name))
+        url = f"{self.params['ready_scheme']}://127.0.0.1:{port}{self.params['ready_path']}"
+        problem = wait_ready(
+            url,
+            self.params["ready_timeout"],
+            lambda: self.running(name),
+            ca_file=self.params["ready_ca_file"],
+        )
         if problem is None:
             return None
         logs = self.docker.logs(name, self.params["log_lines"])
@@ -258,6 +279,7 @@ class Rollout:
             "pids_limit": self.params["pids_limit"] or 0,
             "read_only": self.params["read_only"],
             "tmpfs": self.params["tmpfs"],
+            "mounts": self.params["mounts"],
             "command": self.params["command"],
             "log_options": {key: str(value) for key, value in self.params["log_options"].items()},
         }
@@ -354,6 +376,8 @@ def main() -> None:
             "canary": {"type": "bool", "default": True},
             "ready_path": {"type": "str", "default": "/health/ready"},
             "ready_timeout": {"type": "int", "default": 60},
+            "ready_scheme": {"type": "str", "choices": ["http", "https"], "default": "http"},
+            "ready_ca_file": {"type": "path"},
             "restart_policy": {"type": "str", "default": "unless-stopped"},
             "user": {"type": "str"},
             "cpus": {"type": "str"},
@@ -361,6 +385,7 @@ def main() -> None:
             "pids_limit": {"type": "int"},
             "read_only": {"type": "bool", "default": True},
             "tmpfs": {"type": "list", "elements": "str", "default": ["/tmp"]},
+            "mounts": {"type": "list", "elements": "str", "default": []},
             "command": {"type": "list", "elements": "str", "default": []},
             "log_options": {"type": "dict", "default": {"max-size": "10m", "max-file": "3"}},
             "log_lines": {"type": "int", "default": 40},

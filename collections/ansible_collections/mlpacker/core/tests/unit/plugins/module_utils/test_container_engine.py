@@ -38,6 +38,7 @@ SPEC = {
     "pids_limit": 1024,
     "read_only": True,
     "tmpfs": ["/tmp"],
+    "mounts": ["/opt/mlpacker/iris/iris/releases/r1/secrets:/opt/mlpacker/iris/iris/releases/r1/secrets:ro"],
     "command": [],
     "log_options": {"max-size": "10m"},
 }
@@ -52,6 +53,7 @@ def test_spec_hash_ignores_key_order_and_follows_every_setting() -> None:
         ("env", {"A": "1"}),
         ("cpus", "1"),
         ("pids_limit", 512),
+        ("mounts", []),
     ]:
         assert spec_hash(dict(SPEC, **{key: value})) != spec_hash(SPEC), key
 
@@ -69,6 +71,8 @@ def test_run_argv_has_limits_non_root_user_and_hardening() -> None:
     assert "--cap-drop ALL" in joined
     assert "--security-opt no-new-privileges" in joined
     assert "--label mlpacker.spec-hash=h" in joined
+    # The credentials are a read-only bind mount, never a layer of the image.
+    assert f"--volume {SPEC['mounts'][0]}" in joined
     assert argv.index("img:1") == len(argv) - 1
 
 
