@@ -245,7 +245,8 @@ def main():
             "client_cert_file": {"type": "path"},
             "client_key_file": {"type": "path"},
             "broker": {"type": "dict", "options": broker_options()},
-            "broker_password_file": {"type": "path"},
+            # A path, not the password: no_log would hide it (and Ansible warns at every run without this).
+            "broker_password_file": {"type": "path", "no_log": False},
             "input_topic": {"type": "str"},
             "output_topic": {"type": "str"},
             "error_topic": {"type": "str"},
