@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -22,12 +23,18 @@ LOCAL_INVENTORY = REPO / "inventories" / "local"
 SAMPLE = [[5.1, 3.5, 1.4, 0.2], [7.0, 3.2, 4.7, 1.4], [6.3, 3.3, 6.0, 2.5]]
 
 
-def post(url: str, instances: list[list[float]]) -> Any:
-    """POST instances to a REST entry point and return its predictions."""
-    request = urllib.request.Request(
-        url, data=json.dumps({"instances": instances}).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
+def post(url: str, instances: list[list[float]], credentials: dict[str, Any] | None = None) -> Any:
+    """POST instances to a REST entry point and return its predictions; with a deployment's ``credentials``
+    (the record's paths) as its user would: trusting only the pipeline CA, with the bearer token."""
+    headers = {"Content-Type": "application/json"}
+    context = None
+    if credentials and credentials.get("ca_file"):
+        context = ssl.create_default_context(cafile=credentials["ca_file"])
+    if credentials and credentials.get("token_file"):
+        token = Path(credentials["token_file"]).read_text().splitlines()[0].strip()
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps({"instances": instances}).encode(), headers=headers)
+    with urllib.request.urlopen(request, timeout=30, context=context) as response:
         return json.loads(response.read())["predictions"]
 
 

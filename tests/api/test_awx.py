@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.error
 from pathlib import Path
 
 import ansible_runner
@@ -76,7 +77,22 @@ def test_survey_spec_is_awx_shaped() -> None:
     template_vars = (REPO / "awx" / "deploy-extra-vars.yml").read_text()
     for variable in variables:
         assert variable in template_vars, f"{variable} is asked but never used"
-    assert set(yaml.safe_load(template_vars)) == {"mlpacker_pipeline", "mlpacker_broker"}
+    assert set(yaml.safe_load(template_vars)) == {"mlpacker_pipeline", "mlpacker_broker", "mlpacker_security"}
+
+
+def test_credential_type_injects_files_the_template_uses() -> None:
+    credential_type = json.loads((REPO / "awx" / "credential-type-secrets.json").read_text())
+    assert {"name", "kind", "inputs", "injectors"} <= set(credential_type)
+    fields = {field["id"]: field for field in credential_type["inputs"]["fields"]}
+    # Secrets: AWX stores them encrypted and never shows them back.
+    assert all(field["secret"] is True for field in fields.values())
+    injected = credential_type["injectors"]["extra_vars"]
+    # Each secret goes into a file of the job; only the file's path becomes an extra var.
+    for variable, template in injected.items():
+        assert "tower.filename." in template and "{{ token }}" not in template, variable
+    template_vars = (REPO / "awx" / "deploy-extra-vars.yml").read_text()
+    for variable in injected:
+        assert variable in template_vars, f"{variable} is injected but never used"
 
 
 def _plan_job(tmp_path: Path, answers: dict, models: Path | None = None) -> ansible_runner.Runner:
@@ -190,16 +206,40 @@ def test_awx_job_deploys_and_undeploys_from_survey_answers(
             }
         ),
     }
+    credentials_dir = tmp_path_factory.mktemp("awx-credentials")
+    # What the credential type awx/credential-type-secrets.json hands a job: the token in a private file of
+    # the job, its path as an extra var.
+    injected = tmp_path_factory.mktemp("awx-injected") / "tmp_token"
+    injected.write_text("awx-credential-token-0123456789abcdef0123456789")
+    injected.chmod(0o600)
     extra_vars = {
         "mlpacker_default_port": port,
         "mlpacker_state_dir": str(tmp_path_factory.mktemp("awx-state")),
+        # A folder that outlives the job (AWX: a path exposed to the job's container), as awx/README.md says.
+        "mlpacker_credentials_dir": str(credentials_dir),
+        "mlpacker_awx_token_file": str(injected),
     }
     deploy = _awx_job(tmp_path_factory.mktemp("awx-deploy"), "playbooks/deploy.yml", answers, extra_vars)
     try:
         assert deploy.ok, [f.describe() for f in deploy.failures]
-        entry = f"http://127.0.0.1:{port}/predict"
+        entry = f"https://127.0.0.1:{port}/predict"
         assert deploy.entry_points["rest"] == [entry]
-        assert post(entry, SAMPLE) == expected_predictions(iris_models, SAMPLE)
+        # The job's artifacts (set_stats) say where the credentials are: paths, never the token itself.
+        folder = credentials_dir / answers["mlpacker_survey_name"]
+        assert deploy.credentials == {
+            "ca_file": str(folder / "ca.crt"),
+            "token_file": str(folder / "token"),
+            "mqtt": None,
+        }
+        # The services take the token of the AWX credential; the job's artifacts never show it.
+        token = (folder / "token").read_text().split()[0]
+        assert token == injected.read_text()
+        assert token not in json.dumps(deploy.stats_data)
+        [line] = deploy.client_commands
+        assert line.startswith("curl ") and line.endswith(f" {entry}"), line
+        assert post(entry, SAMPLE, deploy.credentials) == expected_predictions(iris_models, SAMPLE)
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            post(entry, SAMPLE, {"ca_file": deploy.credentials["ca_file"]})
     finally:
         undeploy = _awx_job(
             tmp_path_factory.mktemp("awx-undeploy"), "playbooks/undeploy.yml", answers, extra_vars

@@ -114,6 +114,9 @@ def test_unreachable_host(run_cli, tmp_path: Path, iris_models: Path) -> None:
     assert result["status"] == "unreachable" and result["exit_code"] == 3
     assert result["hosts"]["ghost"]["unreachable"] == 1
     assert [f["host"] for f in result["failures"] if f["unreachable"]] == ["ghost"]
+    # Nothing was deployed: no credentials and no client line to show.
+    assert result["entry_points"] is None
+    assert result["credentials"] is None and result["client_commands"] == []
 
 
 @pytest.mark.slow

@@ -8,8 +8,10 @@
   ``mlpacker`` CLI deploys, reports and undeploys a spec whose artifact paths are relative to the spec file,
   run from yet another folder.
 
-Both deploy REST atomic on this machine (a real gunicorn under supervisord) and check the answers against
-scikit-learn in this process, that nothing is left after the undeploy, and that neither run used the checkout.
+Both deploy REST atomic on this machine (a real gunicorn under supervisord), secure by default (HTTPS with the
+pipeline's CA and a bearer token, found through the deployment record as a user finds them), and check the
+answers against scikit-learn in this process, that nothing is left after the undeploy, and that neither run
+used the checkout.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ import sklearn
 import yaml
 
 from tests.api.conftest import SAMPLE, expected_predictions, free_port_block, post, unique_name
-from tests.deploy.helpers import parse_recap, pipeline_leftovers, processes_mentioning, train_iris
+from tests.deploy.helpers import (
+    parse_recap,
+    pipeline_leftovers,
+    processes_mentioning,
+    record_credentials,
+    train_iris,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -133,6 +141,7 @@ def test_collection_tarball_installed_elsewhere_deploys(tmp_path: Path) -> None:
         base_dir="{{ playbook_dir }}/models",
         mlpacker_state_dir=str(tmp_path / "state"),
         mlpacker_cache_dir=str(tmp_path / "cache"),
+        mlpacker_credentials_dir=str(tmp_path / "credentials"),
     )
     (project / "deploy.yml").write_text(
         "- name: Deploy my pipeline\n"
@@ -155,8 +164,11 @@ def test_collection_tarball_installed_elsewhere_deploys(tmp_path: Path) -> None:
         assert f"runtime source: {installed_runtime}" in output
         assert "[WARNING]" not in output, output
         assert parse_recap(output)["localhost"]["failed"] == 0
-        url = f"http://127.0.0.1:{port}/predict"
-        assert post(url, SAMPLE) == expected_predictions(models["scaler"].parent, SAMPLE)
+        url = f"https://127.0.0.1:{port}/predict"
+        credentials = record_credentials(tmp_path / "state", name)
+        assert credentials and credentials["ca_file"] == str(tmp_path / "credentials" / name / "ca.crt")
+        assert f"POST {url}" in output and "Try it:" in output
+        assert post(url, SAMPLE, credentials) == expected_predictions(models["scaler"].parent, SAMPLE)
         again = run(deploy, project, env)
         assert parse_recap(again)["localhost"]["changed"] == 0, again[-4000:]
     finally:
@@ -194,7 +206,15 @@ def test_pip_installed_cli_deploys_outside_a_checkout(pip_installed: Path, tmp_p
     )
     inventory = local_inventory(tmp_path / "hosts.yml", pip_installed / "bin" / "python")
     cli = pip_installed / "bin" / "mlpacker"
-    common = ["-i", inventory, "--state-dir", tmp_path / "state"]
+    credentials_dir = tmp_path / "credentials"
+    common = [
+        "-i",
+        inventory,
+        "--state-dir",
+        tmp_path / "state",
+        "-e",
+        f"mlpacker_credentials_dir={credentials_dir}",
+    ]
     env = clean_env(PATH=f"{pip_installed / 'bin'}:{os.environ['PATH']}")
     # The package really is the installed one, with its collection, and not this checkout.
     located = run_quietly([pip_installed / "bin" / "python", "-c", PRINT_SOURCE], elsewhere, env).stdout
@@ -202,11 +222,22 @@ def test_pip_installed_cli_deploys_outside_a_checkout(pip_installed: Path, tmp_p
     assert source["is_project"] is False
     assert source["collections_dir"].startswith(str(pip_installed)), source
     try:
-        deploying = run_quietly([cli, "deploy", spec, *common, "--json", "-q"], elsewhere, env)
-        deployed = json.loads(deploying.stdout)
-        url = f"http://127.0.0.1:{port}/predict"
+        # What a user reads after `mlpacker deploy`: the entry points, where the credentials are, a curl line.
+        deploying = run_quietly([cli, "deploy", spec, *common, "-q"], elsewhere, env)
+        deployed = yaml.safe_load(deploying.stdout)
+        url = f"https://127.0.0.1:{port}/predict"
         assert deployed["entry_points"]["rest"] == [url]
-        assert post(url, SAMPLE) == expected_predictions(models["scaler"].parent, SAMPLE)
+        folder = credentials_dir / name
+        assert deployed["credentials"] == {
+            "ca_file": str(folder / "ca.crt"),
+            "token_file": str(folder / "token"),
+            "mqtt": None,
+        }
+        [line] = deployed["try"]
+        assert line.startswith("curl ") and f"--cacert {folder / 'ca.crt'}" in line and line.endswith(url)
+        assert post(url, SAMPLE, deployed["credentials"]) == expected_predictions(
+            models["scaler"].parent, SAMPLE
+        )
         reported = run_quietly([cli, "status", spec, *common, "--json", "-q"], elsewhere, env)
         status = json.loads(reported.stdout)
         assert status["status"] == "successful", status
