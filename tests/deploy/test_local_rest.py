@@ -1,24 +1,38 @@
 """REST pipelines deployed with the real playbooks on this machine (inventories/local, supervisord path).
 
-One distributed deployment is shared by the tests of this module, in order: predictions, record, status,
-idempotence, check mode, an artifact update, a release that fails its check, one that passes its check but
-fails its canary's health check, undeploy. The atomic REST layout on this machine is deployed through the
-Python API in ``tests/api/test_local.py`` (idempotence and leftovers are checked there).
+One distributed deployment, secure by default (HTTPS with the pipeline's CA, bearer token), is shared by the
+tests of this module, in order: predictions, record, status, what the security refuses and allows (no token,
+a wrong token, plain HTTP, a client trusting only the pipeline CA, open health probes, /info, the record's
+curl line run through the shell), the service user and its files, the controller's credentials, idempotence,
+a credential rotation under load, check mode, an artifact update, a release that fails its check, one that
+passes its check but fails its canary's health check, undeploy. Then one deploy with ``mlpacker_insecure``
+proves the lab switch. The atomic REST layout on this machine is deployed through the Python API in
+``tests/api/test_local.py`` (idempotence and leftovers are checked there).
 """
 
 from __future__ import annotations
 
 import grp
 import hashlib
+import http.client
 import importlib
 import json
+import os
 import pwd
+import ssl
 import stat
+import subprocess
+import threading
+import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
 import pytest
+import requests
+from cryptography import x509
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
@@ -32,6 +46,8 @@ from tests.deploy.helpers import (
     port_is_listening,
     post_predict,
     processes_mentioning,
+    record_credentials,
+    request_options,
     run_playbook,
     supervisor_pids,
     write_vars_file,
@@ -40,22 +56,87 @@ from tests.deploy.helpers import (
 pytestmark = [pytest.mark.slow]
 
 
+STAGES = ("scale", "reduce", "classify")
+
+
 class Deployment:
     """A pipeline deployed on this machine, with what the tests need to drive it again."""
 
     def __init__(
-        self, name: str, spec_file: Path, controller_vars: Path, base_port: int, models: dict[str, Path]
+        self,
+        name: str,
+        spec_file: Path,
+        controller_vars: Path,
+        base_port: int,
+        models: dict[str, Path],
+        controller: dict[str, str],
     ):
         self.name = name
         self.spec_file = spec_file
         self.controller_vars = controller_vars
         self.base_port = base_port
         self.models = models
+        self.controller = controller
 
-    def play(self, playbook: str, spec_file: Path | None = None, check: bool = False):
+    def play(
+        self,
+        playbook: str,
+        spec_file: Path | None = None,
+        check: bool = False,
+        extra_vars: dict[str, Any] | None = None,
+    ):
         return run_playbook(
-            playbook, LOCAL_INVENTORY, [spec_file or self.spec_file, self.controller_vars], check=check
+            playbook,
+            LOCAL_INVENTORY,
+            [spec_file or self.spec_file, self.controller_vars],
+            check=check,
+            extra_vars=extra_vars,
         )
+
+    def url(self, offset: int = 0, path: str = "/predict", scheme: str = "https") -> str:
+        """URL of the service of stage ``offset`` (0 = the entry point) on loopback."""
+        return f"{scheme}://127.0.0.1:{self.base_port + offset}{path}"
+
+    def record(self) -> dict[str, Any]:
+        return json.loads((Path(self.controller["mlpacker_state_dir"]) / f"{self.name}.json").read_text())
+
+    @property
+    def credentials(self) -> dict[str, Any]:
+        credentials = record_credentials(self.controller["mlpacker_state_dir"], self.name)
+        assert credentials, "the deployment record has no credentials"
+        return credentials
+
+    @property
+    def credentials_dir(self) -> Path:
+        return Path(self.controller["mlpacker_credentials_dir"])
+
+    def tokens(self) -> list[str]:
+        return Path(self.credentials["token_file"]).read_text().split()
+
+    def ca_certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(Path(self.credentials["ca_file"]).read_bytes())
+
+    def host_certificate(self) -> x509.Certificate:
+        """The server certificate the controller made for host ``localhost``."""
+        path = self.credentials_dir / self.name / "hosts" / "localhost.crt"
+        return x509.load_pem_x509_certificate(path.read_bytes())
+
+    def served_certificate(self, offset: int = 0) -> x509.Certificate:
+        pem = ssl.get_server_certificate(("127.0.0.1", self.base_port + offset), timeout=15)
+        return x509.load_pem_x509_certificate(pem.encode())
+
+    def expected(self, instances: list[list[float]]) -> list[Any]:
+        return in_process_predictions(
+            [self.models["scaler"], self.models["pca"], self.models["classifier"]], instances
+        )
+
+
+def controller_vars_file(deploy_root: Path, controller_dirs: dict[str, str], name: str) -> dict[str, str]:
+    """The session's controller settings plus a credentials folder of this module's own (not the user's
+    ~/.mlpacker/credentials), written as ``controller-<name>.yml``."""
+    controller = dict(controller_dirs, mlpacker_credentials_dir=str(deploy_root / f"credentials-{name}"))
+    write_vars_file(deploy_root / f"controller-{name}.yml", controller)
+    return controller
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +146,9 @@ def distributed(deploy_root: Path, iris_models: dict[str, Path], controller_dirs
     spec_file = write_vars_file(
         deploy_root / f"{name}.yml", iris_spec(name, "rest", "distributed", iris_models, base_port)
     )
-    controller_vars = write_vars_file(deploy_root / "controller.yml", controller_dirs)
-    deployment = Deployment(name, spec_file, controller_vars, base_port, dict(iris_models))
+    controller = controller_vars_file(deploy_root, controller_dirs, name)
+    controller_vars = deploy_root / f"controller-{name}.yml"
+    deployment = Deployment(name, spec_file, controller_vars, base_port, dict(iris_models), controller)
     first = deployment.play("deploy.yml")
     try:
         assert first.rc == 0, first.describe()
@@ -79,20 +161,37 @@ def distributed(deploy_root: Path, iris_models: dict[str, Path], controller_dirs
 
 
 def test_entry_point_answers_like_the_in_process_pipeline(distributed: Deployment) -> None:
-    url = f"http://127.0.0.1:{distributed.base_port}/predict"
-    expected = in_process_predictions(
-        [distributed.models["scaler"], distributed.models["pca"], distributed.models["classifier"]],
-        IRIS_SAMPLES,
-    )
-    assert post_predict(url, IRIS_SAMPLES) == expected
-    assert f"POST {url}" in distributed.first_run.output
+    url = distributed.url()
+    assert url.startswith("https://")
+    expected = distributed.expected(IRIS_SAMPLES)
+    assert post_predict(url, IRIS_SAMPLES, credentials=distributed.credentials) == expected
+    output = distributed.first_run.output
+    assert f"POST {url}" in output
+    # The deploy ends by showing how to call the pipeline: the record's curl line (as JSON in the output).
+    [line] = distributed.record()["client_commands"]
+    assert "Try it:" in output and json.dumps(line) in output, distributed.first_run.describe()
+    # A secure deploy warns of nothing (an insecure one does: see the end of this module).
+    assert [line for line in output.splitlines() if "WARNING" in line] == []
 
 
-def test_record_describes_every_stage(distributed: Deployment, controller_dirs: dict[str, str]) -> None:
-    record = json.loads(
-        (Path(controller_dirs["mlpacker_state_dir"]) / f"{distributed.name}.json").read_text()
-    )
-    assert record["entry_points"]["rest"] == [f"http://127.0.0.1:{distributed.base_port}/predict"]
+def test_record_describes_every_stage(distributed: Deployment) -> None:
+    record = distributed.record()
+    assert record["entry_points"]["rest"] == [distributed.url()]
+    # Where the credentials are: paths to the controller's files, never their values.
+    folder = distributed.credentials_dir / distributed.name
+    assert record["credentials"] == {
+        "ca_file": str(folder / "ca.crt"),
+        "token_file": str(folder / "token"),
+        "mqtt": None,
+    }
+    assert record["security"] == {"tls": True, "auth": True}
+    [line] = record["client_commands"]
+    assert line.startswith("curl --fail-with-body ") and line.endswith(f" {distributed.url()}"), line
+    assert f"--cacert {folder / 'ca.crt'}" in line
+    assert f'-H "Authorization: Bearer $(head -n1 {folder / "token"})"' in line
+    text = json.dumps(record)
+    for secret in [*distributed.tokens(), *(folder / "ca.key").read_text().splitlines()[1:-1]]:
+        assert secret not in text
     by_name = {stage["name"]: stage for stage in record["stages"]}
     for offset, (stage, model) in enumerate(
         (("scale", "scaler"), ("reduce", "pca"), ("classify", "classifier"))
@@ -101,6 +200,7 @@ def test_record_describes_every_stage(distributed: Deployment, controller_dirs: 
         assert by_name[stage]["ports"] == [distributed.base_port + offset]
         assert by_name[stage]["hosts"] == ["localhost"]
         assert by_name[stage]["runtime_version"]
+        assert by_name[stage]["urls"] == [distributed.url(offset)]
 
 
 def test_status_reports_every_service_ready(distributed: Deployment) -> None:
@@ -109,6 +209,140 @@ def test_status_reports_every_service_ready(distributed: Deployment) -> None:
     for stage in ("scale", "reduce", "classify"):
         assert f'"service": "{distributed.name}-{stage}"' in status.output
     assert '"ready": false' not in status.output
+    # status.yml shows and publishes how to reach the pipeline (from the controller's record).
+    [line] = distributed.record()["client_commands"]
+    assert "Try it:" in status.output and json.dumps(line) in status.output, status.describe()
+
+
+def test_every_service_refuses_a_request_without_the_right_token(distributed: Deployment) -> None:
+    ca_only = {"verify": distributed.credentials["ca_file"], "timeout": 15}
+    body = {"instances": IRIS_SAMPLES}
+    for offset, stage in enumerate(STAGES):
+        for path in ("/predict", "/info", "/metrics", "/openapi.json"):
+            url = distributed.url(offset, path)
+            sent = dict(ca_only, json=body) if path == "/predict" else ca_only
+            method = requests.post if path == "/predict" else requests.get
+            missing = method(url, **sent)
+            assert missing.status_code == 401, (stage, path, missing.status_code, missing.text)
+            assert missing.headers["WWW-Authenticate"] == 'Bearer realm="mlpacker"', (stage, path)
+            assert missing.headers["Content-Type"].startswith("application/json"), (stage, path)
+            assert missing.json() == {
+                "error": "authentication required: send 'Authorization: Bearer <token>'"
+            }, (stage, path)
+            wrong = method(url, headers={"Authorization": "Bearer not-the-token"}, **sent)
+            assert wrong.status_code == 401, (stage, path, wrong.status_code, wrong.text)
+            assert wrong.headers["WWW-Authenticate"] == 'Bearer realm="mlpacker", error="invalid_token"'
+            assert wrong.json() == {"error": "invalid bearer token"}, (stage, path)
+            # Another scheme, or the token without it, is no better.
+            token = distributed.tokens()[0]
+            for header in (f"Basic {token}", token, f"Bearer {token[:-1]}"):
+                refused = method(url, headers={"Authorization": header}, **sent)
+                assert refused.status_code == 401, (stage, path, header[:6])
+    # The right token passes.
+    assert post_predict(distributed.url(), IRIS_SAMPLES, credentials=distributed.credentials)
+
+
+def test_plain_http_to_the_https_port_fails(distributed: Deployment) -> None:
+    ca_file = distributed.credentials["ca_file"]
+    for offset, stage in enumerate(STAGES):
+        # The port answers HTTPS ...
+        assert requests.get(distributed.url(offset, "/health/live"), verify=ca_file, timeout=15).ok, stage
+        # ... and no plain HTTP request gets an answer.
+        for path in ("/health/live", "/predict"):
+            with pytest.raises(requests.exceptions.ConnectionError):
+                requests.get(distributed.url(offset, path, scheme="http"), timeout=15)
+        # Nor does a raw HTTP request get any HTTP status line back.
+        connection = http.client.HTTPConnection("127.0.0.1", distributed.base_port + offset, timeout=15)
+        try:
+            with pytest.raises((http.client.HTTPException, ConnectionError)):
+                connection.request("GET", "/health/live")
+                connection.getresponse()
+        finally:
+            connection.close()
+
+
+def test_a_client_trusting_only_the_pipeline_ca_reaches_the_entry_point(distributed: Deployment) -> None:
+    credentials = distributed.credentials
+    only_the_ca = ssl.create_default_context(cafile=credentials["ca_file"])
+    headers = {"Authorization": f"Bearer {distributed.tokens()[0]}", "Content-Type": "application/json"}
+    # By the address the inventory gives (127.0.0.1) and by name (localhost).
+    for host in ("127.0.0.1", "localhost"):
+        connection = http.client.HTTPSConnection(host, distributed.base_port, context=only_the_ca, timeout=15)
+        try:
+            connection.request("POST", "/predict", json.dumps({"instances": IRIS_SAMPLES}), headers)
+            answer = connection.getresponse()
+            assert answer.status == 200, (host, answer.status)
+            assert json.loads(answer.read())["predictions"] == distributed.expected(IRIS_SAMPLES)
+            served = x509.load_der_x509_certificate(connection.sock.getpeercert(binary_form=True))
+        finally:
+            connection.close()
+        # The certificate it checked is the host's from the controller, issued by the pipeline CA.
+        assert served == distributed.host_certificate(), host
+        assert served.issuer == distributed.ca_certificate().subject, host
+    # A client that trusts the usual public CAs only does not accept the service.
+    with pytest.raises(requests.exceptions.SSLError, match="CERTIFICATE_VERIFY_FAILED"):
+        requests.get(distributed.url(path="/health/live"), timeout=15)
+
+
+def test_health_probes_answer_without_a_token(distributed: Deployment) -> None:
+    ca_file = distributed.credentials["ca_file"]
+    for offset, stage in enumerate(STAGES):
+        live = requests.get(distributed.url(offset, "/health/live"), verify=ca_file, timeout=15)
+        assert (live.status_code, live.json()) == (200, {"status": "alive"}), (stage, live.text)
+        ready = requests.get(distributed.url(offset, "/health/ready"), verify=ca_file, timeout=15)
+        assert ready.status_code == 200, (stage, ready.text)
+
+
+def json_strings(value: Any) -> list[str]:
+    """Every string of a JSON document, keys included."""
+    if isinstance(value, dict):
+        return [text for key, item in value.items() for text in (str(key), *json_strings(item))]
+    if isinstance(value, list):
+        return [text for item in value for text in json_strings(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_info_holds_no_secret_and_no_controller_path(distributed: Deployment) -> None:
+    options = request_options(distributed.credentials)
+    secrets = distributed.tokens()
+    folder = distributed.credentials_dir / distributed.name
+    secrets += (folder / "ca.key").read_text().splitlines()[1:-1]
+    secrets += (folder / "hosts" / "localhost.key").read_text().splitlines()[1:-1]
+    for offset, stage in enumerate(STAGES):
+        response = requests.get(distributed.url(offset, "/info"), timeout=15, **options)
+        assert response.status_code == 200, (stage, response.text)
+        info = response.json()
+        for secret in secrets:
+            assert secret not in response.text, stage
+        for path in (str(distributed.credentials_dir), distributed.controller["mlpacker_state_dir"]):
+            assert path not in response.text, (stage, path)
+        # No absolute path at all (the controller's or the host's): artifacts by file name, no secret files.
+        assert not [text for text in json_strings(info) if text.startswith("/")], (stage, info)
+        assert info["security"] == {"tls": True, "client_certificates": False, "auth": True}, stage
+        expected_hops = [distributed.url(offset + 1)] if offset < 2 else []
+        assert info["next_hops"] == expected_hops, (stage, info["next_hops"])
+
+
+def test_the_records_curl_line_answers_through_the_shell(distributed: Deployment) -> None:
+    [line] = distributed.record()["client_commands"]
+    assert line.count("[[...]]") == 1, line
+    rows = IRIS_SAMPLES[:2]
+    command = line.replace("[[...]]", json.dumps(rows))
+    # As a user pastes it: /bin/sh, from another folder, without this process' environment.
+    result = subprocess.run(
+        ["/bin/sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert result.returncode == 0, (command, result.stdout, result.stderr)
+    assert json.loads(result.stdout) == {"predictions": distributed.expected(rows)}
+    # The token is read from its file when the line runs: it is not in the line.
+    for token in distributed.tokens():
+        assert token not in line
 
 
 def proc_status(pid: int) -> dict[str, str]:
@@ -168,10 +402,218 @@ def test_services_run_as_the_pipelines_user_with_its_limits(distributed: Deploym
     )
 
 
+def owner_and_mode(path: Path) -> tuple[int, int, int]:
+    info = path.lstat()
+    return info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+
+
+def test_each_release_holds_its_credentials_for_the_pipelines_user_only(distributed: Deployment) -> None:
+    user = pwd.getpwnam(f"mlp-{distributed.name}")
+    folder = distributed.credentials_dir / distributed.name
+    shipped_from = {
+        "ca.crt": folder / "ca.crt",
+        "server.crt": folder / "hosts" / "localhost.crt",
+        "server.key": folder / "hosts" / "localhost.key",
+        "token": folder / "token",
+    }
+    for stage in STAGES:
+        release = (
+            Path("/opt/mlpacker") / distributed.name / f"{distributed.name}-{stage}" / "current"
+        ).resolve()
+        secrets = release / "secrets"
+        assert owner_and_mode(secrets) == (0, user.pw_gid, 0o750), stage
+        assert sorted(path.name for path in secrets.iterdir()) == sorted(shipped_from), stage
+        for name, source in shipped_from.items():
+            assert owner_and_mode(secrets / name) == (0, user.pw_gid, 0o640), (stage, name)
+            assert (secrets / name).read_bytes() == source.read_bytes(), (stage, name)
+        # The configuration points at the shipped files and holds no secret itself.
+        config_text = (release / "config.json").read_text()
+        config = json.loads(config_text)
+        assert config["security"]["tls"]["cert_file"] == str(secrets / "server.crt"), stage
+        assert config["security"]["auth"]["token_file"] == str(secrets / "token"), stage
+        for secret in [*distributed.tokens(), *(secrets / "server.key").read_text().splitlines()[1:-1]]:
+            assert secret not in config_text, stage
+    # The service user can read them (it runs with them); another unprivileged user cannot.
+    probe = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat", str(secrets / "token")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert probe.returncode != 0 and "Permission denied" in probe.stderr, probe
+
+
+def test_controller_credentials_are_private(distributed: Deployment) -> None:
+    controller_uid = os.getuid()
+    root = distributed.credentials_dir
+    folders = [root, *(path for path in root.rglob("*") if path.is_dir())]
+    files = [path for path in root.rglob("*") if not path.is_dir()]
+    assert root / distributed.name in folders and (root / distributed.name / "ca.key") in files
+    for folder in folders:
+        assert owner_and_mode(folder)[::2] == (controller_uid, 0o700), folder
+    for path in files:
+        assert path.is_file() and not path.is_symlink(), path
+        assert owner_and_mode(path)[::2] == (controller_uid, 0o600), path
+    # The record that names them is the controller user's alone too.
+    record = Path(distributed.controller["mlpacker_state_dir"]) / f"{distributed.name}.json"
+    assert owner_and_mode(record)[::2] == (controller_uid, 0o600)
+
+
 def test_second_run_changes_nothing(distributed: Deployment) -> None:
     second = distributed.play("deploy.yml")
     assert second.rc == 0, second.describe()
     assert second.changed() == {"localhost": 0}, second.describe()
+
+
+class ContinuousClient:
+    """Posts to the entry point over and over in a thread, as a user's client would during a rotation: it
+    re-reads the controller's token file before each request, sends line 1 and, refused (401), the next lines
+    (the previous token while the services still run with it). Trusts only the pipeline CA (which stays).
+    Bounded: at most ``max_requests`` requests and ``max_seconds`` seconds."""
+
+    def __init__(self, deployment: Deployment, max_requests: int = 20000, max_seconds: float = 600) -> None:
+        self.url = deployment.url()
+        self.ca_file = deployment.credentials["ca_file"]
+        self.token_file = Path(deployment.credentials["token_file"])
+        self.expected = deployment.expected(IRIS_SAMPLES)
+        self.max_requests, self.max_seconds = max_requests, max_seconds
+        self.answered = 0
+        self.answered_with_line = {1: 0, 2: 0}
+        self.failures: list[str] = []
+        self.failure_times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ContinuousClient:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _one(self) -> None:
+        tokens = self.token_file.read_text().split()
+        outcome = "no token"
+        for line, token in enumerate(tokens, start=1):
+            try:
+                response = requests.post(
+                    self.url,
+                    json={"instances": IRIS_SAMPLES},
+                    headers={"Authorization": f"Bearer {token}"},
+                    verify=self.ca_file,
+                    timeout=15,
+                )
+            except requests.RequestException as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
+                break
+            if response.status_code == 401:
+                outcome = f"401 with line {line}"
+                continue
+            if response.status_code == 200 and response.json()["predictions"] == self.expected:
+                self.answered += 1
+                self.answered_with_line[line] = self.answered_with_line.get(line, 0) + 1
+                return
+            outcome = f"{response.status_code}: {response.text[:200]}"
+            break
+        self.failures.append(outcome)
+        self.failure_times.append(time.monotonic())
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        for _ in range(self.max_requests):
+            if self._stop.is_set() or time.monotonic() > deadline:
+                return
+            self._one()
+            time.sleep(0.02)  # leave the two cores to the deploy
+
+    def report(self) -> str:
+        """Counts, the failures by kind and the windows in which they happened (1 s apart = one window)."""
+        kinds = Counter(
+            "connection refused" if "Connection refused" in failure else failure[:120]
+            for failure in self.failures
+        )
+        windows: list[list[float]] = []
+        for moment in self.failure_times:
+            if windows and moment - windows[-1][-1] < 1:
+                windows[-1].append(moment)
+            else:
+                windows.append([moment])
+        spans = [f"{len(window)} in {window[-1] - window[0]:.1f}s" for window in windows]
+        return (
+            f"{self.answered} answered (by token line {self.answered_with_line}), {len(self.failures)} failed"
+            f" by kind {dict(kinds)}, in {len(windows)} windows: {spans}"
+        )
+
+
+def test_rotation_keeps_the_pipeline_answering_throughout(distributed: Deployment) -> None:
+    folder = distributed.credentials_dir / distributed.name
+    ca_before = (folder / "ca.crt").read_bytes()
+    ca_key_before = (folder / "ca.key").read_bytes()
+    tokens_before = distributed.tokens()
+    host_certificate_before = distributed.host_certificate()
+    served_before = [distributed.served_certificate(offset) for offset in range(3)]
+    assert all(served == host_certificate_before for served in served_before)
+    programs = [f"mlpacker-{distributed.name}-{stage}" for stage in STAGES]
+    pids_before = supervisor_pids(programs)
+
+    with ContinuousClient(distributed) as client:
+        wait_for_answers(client, 5)
+        rotated = distributed.play("deploy.yml", extra_vars={"mlpacker_rotate_credentials": True})
+        answered_during_deploy = client.answered
+        wait_for_answers(client, answered_during_deploy + 5)
+    assert rotated.rc == 0, rotated.describe()
+    assert rotated.changed()["localhost"] > 0, rotated.describe()
+    assert client.answered > 10, client.report()
+
+    # A new token on line 1, the previous one kept on line 2 (accepted while the rotation rolls out).
+    tokens_after = distributed.tokens()
+    assert len(tokens_after) == 2 and tokens_after[1] == tokens_before[0], (len(tokens_after),)
+    assert tokens_after[0] not in tokens_before
+    # The CA stays; every service restarted and serves a new certificate of that CA.
+    assert (folder / "ca.crt").read_bytes() == ca_before
+    assert (folder / "ca.key").read_bytes() == ca_key_before
+    host_certificate_after = distributed.host_certificate()
+    assert host_certificate_after != host_certificate_before
+    assert host_certificate_after.public_key() != host_certificate_before.public_key()
+    assert host_certificate_after.issuer == distributed.ca_certificate().subject
+    for offset in range(3):
+        assert distributed.served_certificate(offset) == host_certificate_after, STAGES[offset]
+    pids_after = supervisor_pids(programs)
+    assert all(pids_after[program] != pids_before[program] for program in programs), (pids_before, pids_after)
+    # Both tokens are accepted by every service now; the old certificate's key is of no use.
+    for offset in range(3):
+        for token in tokens_after:
+            answer = requests.get(
+                distributed.url(offset, "/info"),
+                headers={"Authorization": f"Bearer {token}"},
+                verify=distributed.credentials["ca_file"],
+                timeout=15,
+            )
+            assert answer.status_code == 200, (STAGES[offset], answer.text)
+    # The record names the same files (paths, not values): its client line still works unchanged.
+    assert distributed.record()["credentials"]["token_file"] == str(folder / "token")
+    # And no request failed while the services rolled over to the new credentials.
+    assert client.failures == [], client.report()
+
+
+def wait_for_answers(client: ContinuousClient, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while client.answered < count and time.monotonic() < deadline:
+        if client.failures and not client._thread.is_alive():  # noqa: SLF001
+            break
+        time.sleep(0.1)
+    assert client.answered >= count, client.report()
+
+
+def test_run_after_the_rotation_changes_nothing(distributed: Deployment) -> None:
+    tokens = distributed.tokens()
+    certificate = distributed.host_certificate()
+    again = distributed.play("deploy.yml")
+    assert again.rc == 0, again.describe()
+    assert again.changed() == {"localhost": 0}, again.describe()
+    assert distributed.tokens() == tokens and distributed.host_certificate() == certificate
+    assert post_predict(distributed.url(), IRIS_SAMPLES, credentials=distributed.credentials)
 
 
 def new_classifier(models: dict[str, Path], folder: Path) -> Path:
@@ -203,12 +645,13 @@ def test_check_mode_then_artifact_update_restarts_only_that_stage(
     assert checked.rc == 0, checked.describe()
     assert checked.changed()["localhost"] > 0, "check mode should report the update it would make"
     assert supervisor_pids(programs) == pids_before, "check mode restarted a service"
-    url = f"http://127.0.0.1:{distributed.base_port}/predict"
+    url = distributed.url()
+    credentials = distributed.credentials
     old_pipeline = [distributed.models["scaler"], distributed.models["pca"], distributed.models["classifier"]]
     new_pipeline = [updated_models["scaler"], updated_models["pca"], updated_models["classifier"]]
     probe = np.asarray(load_iris().data[::5]).tolist()
     assert in_process_predictions(old_pipeline, probe) != in_process_predictions(new_pipeline, probe)
-    assert post_predict(url, probe) == in_process_predictions(old_pipeline, probe)
+    assert post_predict(url, probe, credentials=credentials) == in_process_predictions(old_pipeline, probe)
 
     updated = distributed.play("deploy.yml", updated_spec)
     assert updated.rc == 0, updated.describe()
@@ -216,7 +659,7 @@ def test_check_mode_then_artifact_update_restarts_only_that_stage(
     assert pids_after[programs[0]] == pids_before[programs[0]], "scale restarted without a change"
     assert pids_after[programs[1]] == pids_before[programs[1]], "reduce restarted without a change"
     assert pids_after[programs[2]] != pids_before[programs[2]], "classify kept its old process"
-    assert post_predict(url, probe) == in_process_predictions(new_pipeline, probe)
+    assert post_predict(url, probe, credentials=credentials) == in_process_predictions(new_pipeline, probe)
     distributed.spec_file = updated_spec
     distributed.models = updated_models
 
@@ -274,12 +717,8 @@ def test_release_that_fails_its_check_keeps_the_old_one_serving(
     assert "previous release keeps serving" in failed.output, failed.describe()
     assert current.resolve() == release_before
     assert supervisor_pids(programs) == pids_before
-    url = f"http://127.0.0.1:{distributed.base_port}/predict"
-    expected = in_process_predictions(
-        [distributed.models["scaler"], distributed.models["pca"], distributed.models["classifier"]],
-        IRIS_SAMPLES,
-    )
-    assert post_predict(url, IRIS_SAMPLES) == expected
+    expected = distributed.expected(IRIS_SAMPLES)
+    assert post_predict(distributed.url(), IRIS_SAMPLES, credentials=distributed.credentials) == expected
 
 
 ROOT_ONLY_MODULE = """
@@ -343,11 +782,8 @@ def test_release_that_fails_its_canary_health_check_keeps_the_old_one_serving(
     assert current.resolve() == release_before
     assert supervisor_pids([program])[program] == pid_before
     assert not any("canary" in path.name for path in Path("/etc/mlpacker/supervisor/conf.d").iterdir())
-    expected = in_process_predictions(
-        [distributed.models["scaler"], distributed.models["pca"], distributed.models["classifier"]],
-        IRIS_SAMPLES,
-    )
-    assert post_predict(f"http://127.0.0.1:{distributed.base_port}/predict", IRIS_SAMPLES) == expected
+    expected = distributed.expected(IRIS_SAMPLES)
+    assert post_predict(distributed.url(), IRIS_SAMPLES, credentials=distributed.credentials) == expected
 
 
 def test_undeploy_leaves_no_process_port_or_file(
@@ -369,3 +805,73 @@ def test_undeploy_leaves_no_process_port_or_file(
     assert not created.exists() or f"mlp-{distributed.name}" not in created.read_text().split()
     again = distributed.play("undeploy.yml")
     assert again.rc == 0 and again.changed() == {"localhost": 0}, again.describe()
+
+
+# --- The lab switch: mlpacker_insecure (the one deploy of the suite that runs without TLS and auth) ---------
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of white space made one space (Ansible wraps long warnings)."""
+    return " ".join(text.split())
+
+
+@pytest.fixture(scope="module")
+def insecure(deploy_root: Path, iris_models: dict[str, Path], controller_dirs: dict[str, str]):
+    name = "t-rest-insecure"
+    base_port = free_port_block(1)
+    spec = iris_spec(name, "rest", "atomic", iris_models, base_port)
+    spec["mlpacker_insecure"] = True
+    spec_file = write_vars_file(deploy_root / f"{name}.yml", spec)
+    controller = controller_vars_file(deploy_root, controller_dirs, name)
+    controller_vars = deploy_root / f"controller-{name}.yml"
+    deployment = Deployment(name, spec_file, controller_vars, base_port, dict(iris_models), controller)
+    first = deployment.play("deploy.yml")
+    try:
+        assert first.rc == 0, first.describe()
+        deployment.first_run = first
+        yield deployment
+    finally:
+        if pipeline_leftovers(name):
+            deployment.play("undeploy.yml")
+
+
+def test_insecure_deploy_answers_plain_http_without_a_token_and_says_so(insecure: Deployment) -> None:
+    output = one_line(insecure.first_run.output)
+    # pipeline_plan's warning, and the deploy's last word.
+    assert f"[WARNING]: pipeline {insecure.name}: deployed without TLS (mlpacker_insecure)" in output
+    assert (
+        f"WARNING: mlpacker_insecure is true - pipeline {insecure.name} answers anyone who reaches its hosts,"
+        " over plain HTTP. Use it in a lab only."
+    ) in output, insecure.first_run.describe()
+    url = insecure.url(scheme="http")
+    assert f"POST {url}" in output
+    answer = requests.post(url, json={"instances": IRIS_SAMPLES}, timeout=15)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == insecure.expected(IRIS_SAMPLES)
+    for path in ("/info", "/metrics", "/health/ready"):
+        assert requests.get(insecure.url(path=path, scheme="http"), timeout=15).status_code == 200, path
+    # It is plain HTTP: a TLS client gets no handshake.
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(insecure.url(path="/health/live"), verify=False, timeout=15)
+
+    # The record: no credentials, and a curl line without CA or token.
+    record = insecure.record()
+    assert record["entry_points"]["rest"] == [url]
+    assert record["credentials"] is None
+    assert record["security"] == {"tls": False, "auth": False}
+    assert record["client_commands"] == [
+        "curl --fail-with-body -H 'Content-Type: application/json' -d '{\"instances\": [[...]]}' " + url
+    ]
+    # Nothing was made on the controller, nothing shipped to the host.
+    assert not (insecure.credentials_dir / insecure.name).exists()
+    release = (Path("/opt/mlpacker") / insecure.name / insecure.name / "current").resolve()
+    assert (release / "config.json").is_file() and not (release / "secrets").exists()
+
+
+def test_insecure_undeploy_leaves_nothing(insecure: Deployment) -> None:
+    removed = insecure.play("undeploy.yml")
+    assert removed.rc == 0, removed.describe()
+    assert pipeline_leftovers(insecure.name) == []
+    assert processes_mentioning(f"/opt/mlpacker/{insecure.name}/") == []
+    assert not port_is_listening("127.0.0.1", insecure.base_port)
+    assert not (Path(insecure.controller["mlpacker_state_dir"]) / f"{insecure.name}.json").exists()
