@@ -17,6 +17,12 @@ import yaml
 from tests.api.conftest import LOCAL_INVENTORY, iris_pipeline, unique_name, write_spec
 
 
+def own_credentials(folder: Path) -> list[str]:
+    """CLI arguments that keep a deploy's controller credentials in the test's folder (a deploy that fails
+    after its credentials phase leaves them; they must not pile up in ~/.mlpacker/credentials)."""
+    return ["-e", f"mlpacker_credentials_dir={folder / 'credentials'}"]
+
+
 def test_help_documents_the_exit_codes(run_cli) -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0
@@ -63,7 +69,15 @@ def test_missing_spec_file(run_cli, tmp_path: Path) -> None:
 def test_wrong_mode_is_rejected_by_the_validation_task(run_cli, tmp_path: Path, iris_models: Path) -> None:
     pipeline = iris_pipeline(unique_name("apimode"), iris_models) | {"mode": "batch"}
     spec = write_spec(tmp_path / "pipeline.yml", pipeline)
-    proc = run_cli("deploy", str(spec), "-i", str(LOCAL_INVENTORY), "--state-dir", str(tmp_path / "state"))
+    proc = run_cli(
+        "deploy",
+        str(spec),
+        "-i",
+        str(LOCAL_INVENTORY),
+        "--state-dir",
+        str(tmp_path / "state"),
+        *own_credentials(tmp_path),
+    )
     assert proc.returncode == 2, proc.stderr
     assert "bad pipeline spec" in proc.stderr
     assert "mlpacker_pipeline.mode: 'batch' is not one of rest, stream" in proc.stderr
@@ -103,6 +117,7 @@ def test_unreachable_host(run_cli, tmp_path: Path, iris_models: Path) -> None:
         str(inventory),
         "--state-dir",
         str(tmp_path / "state"),
+        *own_credentials(tmp_path),
         "-e",
         "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o ConnectTimeout=5'",
         "--json",
@@ -124,15 +139,25 @@ def test_corrupt_artifact_fails_the_stage(run_cli, tmp_path: Path, iris_models: 
     models = tmp_path / "models"
     shutil.copytree(iris_models, models)
     (models / "classifier.joblib").write_bytes(b"this is not a joblib file\n")
-    spec = write_spec(
-        tmp_path / "pipeline.yml", iris_pipeline(unique_name("apicorrupt"), models, layout="atomic")
+    name = unique_name("apicorrupt")
+    spec = write_spec(tmp_path / "pipeline.yml", iris_pipeline(name, models, layout="atomic"))
+    proc = run_cli(
+        "deploy",
+        str(spec),
+        "-i",
+        str(LOCAL_INVENTORY),
+        "--state-dir",
+        str(tmp_path / "state"),
+        *own_credentials(tmp_path),
     )
-    proc = run_cli("deploy", str(spec), "-i", str(LOCAL_INVENTORY), "--state-dir", str(tmp_path / "state"))
     assert proc.returncode == 4, proc.stderr
     assert "deploy: failed" in proc.stderr
     assert "host localhost" in proc.stderr
     assert str(models / "classifier.joblib") in proc.stderr  # the message names the broken artifact
     assert "bad pipeline spec" not in proc.stderr
+    # The credentials phase ran before the stage failed: its files are in the folder given, not the user's.
+    assert (tmp_path / "credentials" / name / "token").is_file()
+    assert not (Path.home() / ".mlpacker" / "credentials" / name).exists()
 
 
 @pytest.mark.slow
@@ -141,7 +166,15 @@ def test_empty_pipeline_is_rejected_by_the_role_preflight(run_cli, tmp_path: Pat
     # naming the variable, which still counts as a bad spec.
     spec = tmp_path / "pipeline.yml"
     spec.write_text("mlpacker_pipeline: {}\n")
-    proc = run_cli("deploy", str(spec), "-i", str(LOCAL_INVENTORY), "--state-dir", str(tmp_path / "state"))
+    proc = run_cli(
+        "deploy",
+        str(spec),
+        "-i",
+        str(LOCAL_INVENTORY),
+        "--state-dir",
+        str(tmp_path / "state"),
+        *own_credentials(tmp_path),
+    )
     assert proc.returncode == 2, proc.stderr
     assert "deploy: bad pipeline spec" in proc.stderr
     assert "mlpacker_pipeline: no pipeline spec given" in proc.stderr
