@@ -125,12 +125,13 @@ def _skip_reason(report: pytest.TestReport) -> str:
 class ResultsWriter:
     """Counts each test once (failed over skipped over passed, any phase) and writes them at the end."""
 
-    RANK = {"passed": 0, "skipped": 1, "failed": 2}
+    RANK = {"passed": 0, "xfailed": 1, "skipped": 2, "failed": 3}
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.outcomes: dict[str, str] = {}
         self.skips: dict[str, dict[str, Any]] = {}
+        self.xfails: dict[str, str] = {}
         self.collection_errors: list[str] = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)  # no stale result can stand in for this run
@@ -142,6 +143,10 @@ class ResultsWriter:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.failed:
             outcome = "failed"
+        elif report.skipped and hasattr(report, "wasxfail"):
+            # A known, named failure (xfail strict: it fails the run the day it passes): listed, not a skip.
+            outcome = "xfailed"
+            self.xfails[report.nodeid] = str(report.wasxfail)
         elif report.skipped:
             outcome = "skipped"
             self.skips[report.nodeid] = {
@@ -167,6 +172,9 @@ class ResultsWriter:
             "failed": counts["failed"] + len(self.collection_errors),
             "failures": sorted(n for n, o in self.outcomes.items() if o == "failed") + self.collection_errors,
             "skips": [self.skips[n] for n, o in self.outcomes.items() if o == "skipped"],
+            "xfails": [
+                {"nodeid": n, "reason": self.xfails[n]} for n, o in self.outcomes.items() if o == "xfailed"
+            ],
             "exitstatus": int(exitstatus),
             "ci": ci_mode(),
         }
@@ -198,6 +206,8 @@ def total(paths: Sequence[Path], ci: bool) -> tuple[list[str], int]:
         skipped += len(result["skips"])
         for name in result["failures"]:
             lines.append(f"failed: {name}")
+        for xfail in result.get("xfails", []):
+            lines.append(f"expected failure: {xfail['nodeid']}: {xfail['reason']}")
         for skip in result["skips"]:
             kinds = f" [{', '.join(skip['kinds'])}]" if skip["kinds"] else ""
             lines.append(f"skipped: {skip['nodeid']}{kinds}: {skip['reason']}")

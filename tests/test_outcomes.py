@@ -65,6 +65,16 @@ SAMPLE = textwrap.dedent(
 
     def test_kind_from_the_fixture(mosquitto):
         pass
+
+
+    @pytest.mark.xfail(strict=True, reason="known: the widget is slow")
+    def test_known_failure():
+        assert 1 == 2
+
+
+    @pytest.mark.xfail(strict=True, reason="known but fixed")
+    def test_known_failure_now_fixed():
+        pass
     """
 )
 SAMPLE_INI = "[pytest]\nmarkers =\n    testbed: t\n    docker: d\n    mqtt: m\n"
@@ -140,17 +150,25 @@ def test_ci_fails_only_missing_components_and_kinds_and_the_total_adds_both_proc
     sample: Path, tmp_path: Path
 ) -> None:
     dev = run_sample(sample, tmp_path / "dev.json")
-    assert (dev["passed"], dev["failed"], len(dev["skips"])) == (1, 2, 4)
+    assert (dev["passed"], dev["failed"], len(dev["skips"])) == (1, 3, 4)
+    # A strict xfail is listed with its reason, neither a pass nor a skip; one that passes fails the run.
+    assert dev["xfails"] == [
+        {"nodeid": "test_sample.py::test_known_failure", "reason": "known: the widget is slow"}
+    ]
     assert {s["nodeid"].split("::")[1]: (s["kinds"], s["reason"]) for s in dev["skips"]} == {
         "test_platform_skip": ([], "no such platform feature here"),
         "test_missing_widget": ([], "missing component widget: no widget on this machine"),
         "test_docker_kind_with_a_plain_skip": (["docker"], "plain reason"),
         "test_kind_from_the_fixture": (["mqtt"], "missing component mosquitto: none here"),
     }
-    assert sorted(dev["failures"]) == ["test_sample.py::test_fails", "test_sample.py::test_setup_error"]
+    assert sorted(dev["failures"]) == [
+        "test_sample.py::test_fails",
+        "test_sample.py::test_known_failure_now_fixed",
+        "test_sample.py::test_setup_error",
+    ]
 
     ci = run_sample(sample, tmp_path / "ci.json", CI="true")
-    assert (ci["passed"], ci["failed"]) == (1, 5)
+    assert (ci["passed"], ci["failed"]) == (1, 6)
     assert [s["nodeid"] for s in ci["skips"]] == ["test_sample.py::test_platform_skip"]
 
     # what scripts/test runs after its two processes, on their files
@@ -172,7 +190,8 @@ def test_ci_fails_only_missing_components_and_kinds_and_the_total_adds_both_proc
     )
     lines = done.stdout.splitlines()
     assert done.returncode == 1
-    assert lines[-1] == "total: 2 passed, 7 failed, 5 skipped"
+    assert lines[-1] == "total: 2 passed, 9 failed, 5 skipped"
+    assert "expected failure: test_sample.py::test_known_failure: known: the widget is slow" in lines
     assert "skipped: test_sample.py::test_platform_skip: no such platform feature here" in lines
     assert (
         "skipped: test_sample.py::test_kind_from_the_fixture [mqtt]: missing component mosquitto: none here"
