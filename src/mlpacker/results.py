@@ -113,12 +113,17 @@ class RunResult:
     def credentials(self) -> dict[str, Any] | None:
         """Where the deployment's credentials are on the controller (``ca_file``, ``token_file``, ``mqtt``:
         paths to 0600 files, never the secrets), or None (an insecure deploy, or no deployment record)."""
-        return (self.deployment or {}).get("credentials")
+        if self.deployment is not None:
+            return self.deployment.get("credentials")
+        # status.yml publishes them from the controller's record
+        return self.stats_data.get("mlpacker_credentials")
 
     @property
     def client_commands(self) -> list[str]:
         """Working ``curl`` / ``mosquitto_pub`` and ``mosquitto_sub`` lines for the deployed pipeline."""
-        return list((self.deployment or {}).get("client_commands") or [])
+        if self.deployment is not None:
+            return list(self.deployment.get("client_commands") or [])
+        return list(self.stats_data.get("mlpacker_client_commands") or [])
 
     @property
     def service_status(self) -> Any:

@@ -186,7 +186,7 @@ def test_record_describes_every_stage(distributed: Deployment) -> None:
     }
     assert record["security"] == {"tls": True, "auth": True}
     [line] = record["client_commands"]
-    assert line.startswith("curl --fail-with-body ") and line.endswith(f" {distributed.url()}"), line
+    assert line.startswith("curl -sS --fail-with-body ") and line.endswith(f" {distributed.url()}"), line
     assert f"--cacert {folder / 'ca.crt'}" in line
     assert f'-H "Authorization: Bearer $(head -n1 {folder / "token"})"' in line
     text = json.dumps(record)
@@ -875,7 +875,7 @@ def test_insecure_deploy_answers_plain_http_without_a_token_and_says_so(insecure
     assert record["credentials"] is None
     assert record["security"] == {"tls": False, "auth": False}
     assert record["client_commands"] == [
-        "curl --fail-with-body -H 'Content-Type: application/json' -d '{\"instances\": [[...]]}' " + url
+        "curl -sS --fail-with-body -H 'Content-Type: application/json' -d '{\"instances\": [[...]]}' " + url
     ]
     # Nothing was made on the controller, nothing shipped to the host.
     assert not (insecure.credentials_dir / insecure.name).exists()

@@ -43,7 +43,7 @@ def client_commands(record: dict[str, Any]) -> list[str]:
     if record.get("mode") == "rest":
         lines = []
         for url in (record.get("entry_points") or {}).get("rest") or []:
-            parts = ["curl", "--fail-with-body"]
+            parts = ["curl", "-sS", "--fail-with-body"]
             if access.get("ca_file"):
                 parts += ["--cacert", _quote(access["ca_file"])]
             if access.get("token_file"):

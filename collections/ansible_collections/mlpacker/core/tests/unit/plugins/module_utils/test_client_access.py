@@ -41,7 +41,7 @@ def test_rest_record_has_paths_and_a_curl_line() -> None:
     }
     (line,) = access["client_commands"]
     argv = shlex.split(line)
-    assert argv[:2] == ["curl", "--fail-with-body"]
+    assert argv[:3] == ["curl", "-sS", "--fail-with-body"]
     assert argv[argv.index("--cacert") + 1] == CREDENTIALS["ca_file"]
     assert f"Authorization: Bearer $(head -n1 {CREDENTIALS['token_file']})" in argv
     assert argv[-1] == "https://10.0.0.2:8000/predict"
@@ -66,7 +66,7 @@ def test_stream_record_has_the_clients_mqtt_user() -> None:
 @pytest.mark.parametrize(
     ("record", "expected_start"),
     [
-        (REST, "curl --fail-with-body -H"),
+        (REST, "curl -sS --fail-with-body -H"),
         (dict(STREAM, broker={"host": "b", "port": 1883, "managed": True}), "mosquitto_sub"),
     ],
 )
