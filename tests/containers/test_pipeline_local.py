@@ -5,6 +5,11 @@ user's own Mosquitto), every stage with `containers: true`, built by this machin
 wheelhouse. The four are deployed side by side (the later builds reuse the first one's installed-wheelhouse
 layers, as a user's second pipeline would), checked against the in-process pipeline, re-run, changed, and
 undeployed together by the last test.
+
+Secure by default (docs/security.md): REST over HTTPS with the pipeline CA and the bearer token, the managed
+Mosquitto on TLS 8883 with the client's MQTT credential (the user's own Mosquitto stays anonymous: it is the
+user's); each container's credentials are in ``<release>/secrets`` on the host, mounted read-only at run
+time, and in no layer of its image; bridged containers are published on the host's listen addresses only.
 """
 
 from __future__ import annotations
@@ -18,24 +23,36 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import pytest
+import requests
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from tests.containers.conftest import BASE_IMAGE, docker, labelled
+from tests.containers.conftest import (
+    BASE_IMAGE,
+    assert_container_keeps_its_secrets_out_of_the_image,
+    assert_requires_the_token,
+    docker,
+    labelled,
+    local_shell,
+    pipeline_secrets,
+    release_of,
+)
 from tests.deploy.helpers import (
     LOCAL_INVENTORY,
     PlaybookRun,
-    assert_rerun_changes_nothing,
     free_port_block,
     in_process_predictions,
     iris_spec,
+    listen_addresses,
     mqtt_roundtrip,
     pipeline_leftovers,
     port_is_free,
     port_is_listening,
     post_predict,
     processes_mentioning,
+    record_credentials,
     run_playbook,
     supervisor_pids,
     train_iris,
@@ -48,7 +65,8 @@ from tests.outcomes import skip_missing
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.mqtt]
 
 COMBINATIONS = ["rest-atomic", "rest-distributed", "stream-atomic", "stream-distributed"]
-MANAGED_BROKER_PORT = 1883
+# The managed broker's TLS listener (its plain 1883 one exists only with mlpacker_insecure).
+MANAGED_BROKER_PORT = 8883
 # Rows of iris on which the two classifiers of the update test disagree somewhere.
 ROWS = [list(map(float, row)) for row in load_iris().data[::15]]
 
@@ -61,6 +79,7 @@ class Deployment:
     spec_file: Path
     settings_file: Path
     broker_port: int | None
+    state_dir: Path
     removed: bool = False
 
     @property
@@ -85,12 +104,24 @@ class Deployment:
     def container(self, service_id: str) -> dict[str, Any]:
         return json.loads(docker("inspect", f"mlpacker-{service_id}").stdout)[0]
 
+    def record(self) -> dict[str, Any]:
+        return json.loads((self.state_dir / f"{self.name}.json").read_text())
+
+    def credentials(self) -> dict[str, Any]:
+        credentials = record_credentials(self.state_dir, self.name)
+        assert credentials, f"{self.name}: a default deploy is secure, its record names its credentials"
+        return credentials
+
     def predictions(self, rows: list[list[float]]) -> list[Any]:
+        """The pipeline's answer, asked as a user would with the record's credentials: HTTPS trusting only the
+        pipeline CA with the bearer token, or MQTT (over TLS with the client credential on the managed
+        broker)."""
         if self.mode == "rest":
-            return post_predict(f"http://127.0.0.1:{self.base_port}/predict", rows)
+            url = f"https://127.0.0.1:{self.base_port}/predict"
+            return post_predict(url, rows, credentials=self.credentials())
         assert self.broker_port is not None
         topics = (f"mlpacker/{self.name}/in", f"mlpacker/{self.name}/out")
-        return mqtt_roundtrip("127.0.0.1", self.broker_port, *topics, rows)
+        return mqtt_roundtrip("127.0.0.1", self.broker_port, *topics, rows, credentials=self.credentials())
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +188,7 @@ def deployments(
                 write_vars_file(workdir / f"{combination}.yml", spec),
                 settings_file,
                 broker_port,
+                Path(container_settings["mlpacker_state_dir"]),
             )
             deployed[combination] = deployment
             first = deployment.play("deploy.yml")
@@ -231,7 +263,10 @@ def test_rest_atomic_container_is_bridged_with_its_port_published_and_limited(
     container = deployment.container(deployment.name)
     port = deployment.base_port
     assert container["HostConfig"]["NetworkMode"] == "bridge"
-    assert container["HostConfig"]["PortBindings"] == {f"{port}/tcp": [{"HostIp": "", "HostPort": str(port)}]}
+    # on the host's listen addresses only: the local inventory's address is loopback, so 127.0.0.1 alone
+    assert container["HostConfig"]["PortBindings"] == {
+        f"{port}/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
+    }
     assert container["HostConfig"]["Memory"] == 512 * 1024 * 1024
     assert container["HostConfig"]["NanoCpus"] == 1_500_000_000
     # a host that runs only containers gets no service user's virtualenv and no supervisord program
@@ -252,11 +287,135 @@ def test_services_with_a_loopback_next_hop_or_a_broker_use_the_host_network(
 
 
 @pytest.mark.parametrize("combination", COMBINATIONS)
-def test_second_run_changes_nothing(deployments: dict[str, Deployment], combination: str) -> None:
+def test_record_names_the_credentials_and_secure_entry_points(
+    deployments: dict[str, Deployment], combination: str
+) -> None:
     deployment = deployments[combination]
-    before = {sid: deployment.container(sid)["Id"] for sid in deployment.service_ids()}
-    assert_rerun_changes_nothing(LOCAL_INVENTORY, deployment.files)
-    assert {sid: deployment.container(sid)["Id"] for sid in deployment.service_ids()} == before
+    record = deployment.record()
+    credentials = deployment.credentials()
+    for key in ("ca_file", "token_file"):
+        assert Path(credentials[key]).is_file() and Path(credentials[key]).stat().st_mode & 0o077 == 0, key
+    if deployment.mode == "rest":
+        assert record["entry_points"]["rest"] == [f"https://127.0.0.1:{deployment.base_port}/predict"]
+        assert record["client_commands"] and record["client_commands"][0].startswith("curl "), record
+    elif combination == "stream-atomic":
+        # the managed broker: TLS on 8883, the client's own MQTT user
+        assert (record["broker"]["host"], record["broker"]["port"]) == ("127.0.0.1", MANAGED_BROKER_PORT)
+        assert credentials["mqtt"]["username"] == f"mlp-{deployment.name}-client", credentials
+        assert Path(credentials["mqtt"]["password_file"]).is_file(), credentials
+    else:
+        # the user's own (anonymous) Mosquitto: no MQTT credential of MLPacker's
+        assert record["broker"]["port"] == deployment.broker_port and credentials["mqtt"] is None, record
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_engine_health_check_finds_each_container_healthy(
+    deployments: dict[str, Deployment], combination: str
+) -> None:
+    """The image's HEALTHCHECK reaches the ready endpoint of the secured service (HTTPS): the engine reports
+    each container healthy, not unhealthy."""
+    deployment = deployments[combination]
+    for service_id in deployment.service_ids():
+        wait_for(
+            lambda sid=service_id: deployment.container(sid)["State"]["Health"]["Status"] != "starting",
+            180,
+            f"the engine's first health verdict on {service_id}",
+            interval=2,
+        )
+        health = deployment.container(service_id)["State"]["Health"]
+        assert health["Status"] == "healthy", (service_id, health["Log"][-3:])
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_images_hold_no_secret_and_the_secrets_are_mounted_read_only(
+    deployments: dict[str, Deployment], credentials_dir: Path, combination: str
+) -> None:
+    deployment = deployments[combination]
+    secrets = pipeline_secrets(credentials_dir, deployment.name)
+    for service_id in deployment.service_ids():
+        config = assert_container_keeps_its_secrets_out_of_the_image(
+            local_shell, f"mlpacker-{service_id}", secrets
+        )
+        broker = (config.get("stream") or {}).get("broker") or {}
+        if combination == "stream-atomic":
+            # the service's own MQTT user on the managed broker, its password read from the mounted folder
+            assert broker["username"] == f"mlp-{deployment.name}-{service_id}", broker
+            assert broker["password_file"].startswith(release_folder(deployment, service_id)), broker
+
+
+def release_folder(deployment: Deployment, service_id: str) -> str:
+    return release_of(deployment.container(service_id))
+
+
+def test_containers_listen_and_are_published_on_the_hosts_listen_addresses_only(
+    deployments: dict[str, Deployment],
+) -> None:
+    """Bridged containers are published on the host's listen addresses (the local inventory's is loopback),
+    not 0.0.0.0; host-network ones bind them: every service port listens on 127.0.0.1 alone."""
+    sockets = local_shell("ss -ltnH").stdout
+    bridged = 0
+    for deployment in deployments.values():
+        for service in deployment.record()["services"]:
+            container = deployment.container(service["id"])
+            if container["HostConfig"]["NetworkMode"] == "bridge":
+                bridged += 1
+                bindings = container["HostConfig"]["PortBindings"]
+                published = [binding["HostIp"] for ports in bindings.values() for binding in ports]
+                assert published == ["127.0.0.1"], (service["id"], bindings)
+            assert listen_addresses(sockets, service["port"]) == {"127.0.0.1"}, (service["id"], sockets)
+    assert bridged == 2, "rest-atomic's container and rest-distributed's classify are bridged"
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_container_endpoints_refuse_requests_without_the_token(
+    deployments: dict[str, Deployment], models: dict[str, Path], combination: str
+) -> None:
+    """Every REST service container answers 401 without the token (with a wrong one too) and 200 with it;
+    a stream container's health server does the same for /metrics and keeps /health/ready open."""
+    deployment = deployments[combination]
+    credentials = deployment.credentials()
+    for service in deployment.record()["services"]:
+        if deployment.mode == "rest":
+            assert service["url"].startswith(f"https://127.0.0.1:{service['port']}/"), service
+            # the rows this service takes: the iris rows through the stages before its first one
+            before = ["scale", "reduce", "classify"].index(service["stages"][0])
+            rows = np.asarray(ROWS)
+            for stage in ("scaler", "pca")[:before]:
+                rows = joblib.load(models[stage]).transform(rows)
+            assert_requires_the_token(service["url"], credentials, instances=rows.tolist())
+        else:
+            health = f"https://127.0.0.1:{service['port']}"
+            assert_requires_the_token(f"{health}/metrics", credentials, method="GET")
+            ready = requests.get(f"{health}/health/ready", verify=credentials["ca_file"], timeout=15)
+            assert ready.status_code == 200, (health, ready.status_code, ready.text)
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_second_run_changes_nothing(
+    deployments: dict[str, Deployment], models: dict[str, Path], combination: str
+) -> None:
+    deployment = deployments[combination]
+
+    def state() -> dict[str, Any]:
+        """Each container, its image, and its shipped credentials (names and digests)."""
+        found = {}
+        for sid in deployment.service_ids():
+            container = deployment.container(sid)
+            secrets_dir = release_folder(deployment, sid) + "/secrets"
+            digests = local_shell(f"cd {secrets_dir} && sha256sum * && stat -c '%n %i %Y' *")
+            assert digests.returncode == 0, digests.stderr
+            found[sid] = (container["Id"], container["Image"], digests.stdout)
+        return found
+
+    before, record = state(), deployment.record()
+    again = run_playbook("deploy.yml", LOCAL_INVENTORY, deployment.files)
+    # the record first: its difference says more than a changed=1 of the task that wrote it
+    assert deployment.record() == record
+    assert again.rc == 0 and again.changed() == {"localhost": 0}, again.describe()
+    assert state() == before
+    # still answering, with the same credentials
+    expected = in_process_predictions([models["scaler"], models["pca"], models["classifier"]], ROWS)
+    assert deployment.predictions(ROWS) == expected
 
 
 def test_check_mode_reports_a_limit_change_and_touches_nothing(
