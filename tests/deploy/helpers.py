@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -56,7 +57,10 @@ def assert_rerun_changes_nothing(inventory: Path, extra_vars_files: list[Path]) 
     """Deploy again with the same inputs: every host must report changed=0."""
     again = run_playbook("deploy.yml", inventory, extra_vars_files)
     assert again.rc == 0, again.describe()
-    assert again.recap and all(count == 0 for count in again.changed().values()), again.describe()
+    assert again.recap and all(count == 0 for count in again.changed().values()), (
+        changed_tasks(again.output),
+        again.describe(),
+    )
     return again
 
 
@@ -341,3 +345,276 @@ def leftovers_on_testbed_host(bed: Any, host: str, name: str) -> str:
         check=False,
     )
     return listing.stdout.strip()
+
+
+# --- MQTT access checks of a secured broker (issue #12) -------------------------------------------------
+
+# MQTT 5 reason codes; paho reports a 3.1.1 refusal (return code 4 or 5) as one of the CONNACK ones too.
+MQTT_BAD_USER_NAME_OR_PASSWORD = 134
+MQTT_NOT_AUTHORIZED = 135
+MQTT_REFUSED = (MQTT_BAD_USER_NAME_OR_PASSWORD, MQTT_NOT_AUTHORIZED)
+
+
+def service_mqtt_password(credentials_dir: Path | str, pipeline: str, service_id: str) -> tuple[str, str]:
+    """Username and password of a service's MQTT credential, read from the controller's credentials folder
+    (``<credentials_dir>/<pipeline>/mqtt/mlp-<pipeline>-<service>.password``)."""
+    username = f"mlp-{pipeline}-{service_id}"
+    password_file = Path(credentials_dir) / pipeline / "mqtt" / f"{username}.password"
+    return username, read_first_line(str(password_file))
+
+
+def client_mqtt_password(credentials: dict[str, Any]) -> tuple[str, str]:
+    """Username and password of the record's MQTT client credential."""
+    mqtt_access = credentials["mqtt"]
+    return mqtt_access["username"], read_first_line(mqtt_access["password_file"])
+
+
+def _mqtt_client(username: str | None, password: str | None, ca_file: str | None) -> Any:
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"mlpacker-test-{uuid.uuid4().hex[:10]}",
+        protocol=mqtt.MQTTv5,
+    )
+    if username is not None:
+        client.username_pw_set(username, password)
+    if ca_file:
+        client.tls_set(ca_certs=ca_file)  # the broker's certificate and its name checked against this CA
+    return client
+
+
+def mqtt_connack(
+    host: str,
+    port: int,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    ca_file: str | None = None,
+    timeout: float = 15,
+) -> int:
+    """The reason code of the broker's CONNACK to a client with these settings (0: accepted)."""
+    client = _mqtt_client(username, password, ca_file)
+    codes: list[int] = []
+    client.on_connect = lambda _client, _userdata, _flags, reason_code, _properties: codes.append(
+        reason_code.value
+    )
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        wait_for(lambda: bool(codes), timeout, f"the CONNACK of {host}:{port}")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return codes[0]
+
+
+class MqttSession:
+    """One MQTT 5 client of a broker: what its subscriptions received (in order) and the broker's PUBACK
+    reason code of each QoS 1 publish (135: not authorized, the message was dropped)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.received: list[tuple[str, bytes]] = []
+        self._acks: dict[int, int] = {}
+        self._subacks: dict[int, list[int]] = {}
+        client.on_message = lambda _client, _userdata, message: self.received.append(
+            (message.topic, message.payload)
+        )
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+
+    def _on_publish(self, _client: Any, _userdata: Any, mid: int, reason_code: Any, _properties: Any) -> None:
+        self._acks[mid] = reason_code.value
+
+    def _on_subscribe(self, _client: Any, _userdata: Any, mid: int, codes: Any, _properties: Any) -> None:
+        self._subacks[mid] = [code.value for code in codes]
+
+    def subscribe(self, topic: str, timeout: float = 15) -> list[int]:
+        """Subscribe at QoS 1 and return the SUBACK's reason codes (Mosquitto 2.0 grants every one)."""
+        _rc, mid = self.client.subscribe(topic, qos=1)
+        wait_for(lambda: mid in self._subacks, timeout, f"the SUBACK of {topic}")
+        return self._subacks[mid]
+
+    def publish(self, topic: str, payload: str, timeout: float = 15) -> int:
+        """Publish at QoS 1 and return the PUBACK's reason code (0 or 16 "no matching subscribers": taken)."""
+        info = self.client.publish(topic, payload, qos=1)
+        wait_for(lambda: info.mid in self._acks, timeout, f"the PUBACK of a message to {topic}")
+        return self._acks[info.mid]
+
+    def topics(self) -> list[str]:
+        return [topic for topic, _payload in self.received]
+
+
+@contextlib.contextmanager
+def mqtt_session(
+    host: str,
+    port: int,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    ca_file: str | None = None,
+    timeout: float = 15,
+) -> Iterator[MqttSession]:
+    """An accepted MQTT 5 connection for as long as the block runs."""
+    client = _mqtt_client(username, password, ca_file)
+    codes: list[int] = []
+    client.on_connect = lambda _client, _userdata, _flags, reason_code, _properties: codes.append(
+        reason_code.value
+    )
+    session = MqttSession(client)
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        wait_for(lambda: bool(codes), timeout, f"the CONNACK of {host}:{port}")
+        assert codes[0] == 0, f"{username or 'anonymous'} refused by {host}:{port}: reason code {codes[0]}"
+        yield session
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def listening_sockets(ss_output: str) -> list[tuple[str, int, str]]:
+    """(address, port, users) of each TCP listener in ``ss -ltnpH`` output; IPv6 addresses keep their
+    brackets, a wildcard is ``0.0.0.0``, ``*`` or ``[::]``."""
+    sockets = []
+    for line in ss_output.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[0] != "LISTEN":
+            continue
+        address, _, port = fields[3].rpartition(":")
+        sockets.append((address.split("%")[0], int(port), " ".join(fields[5:])))
+    return sockets
+
+
+def listen_addresses(ss_output: str, port: int) -> set[str]:
+    """The addresses listened on at ``port`` in ``ss -ltnpH`` output."""
+    return {address for address, bound, _users in listening_sockets(ss_output) if bound == port}
+
+
+def listeners_of_processes_on(ss_output: str, port: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP listener of the processes that listen on ``port`` (``ss -ltnpH``
+    output): what else the owner of a port listens on."""
+    sockets = listening_sockets(ss_output)
+    pids = {
+        pid for _address, bound, users in sockets if bound == port for pid in re.findall(r"pid=(\d+)", users)
+    }
+    return {
+        (address, bound) for address, bound, users in sockets if pids & set(re.findall(r"pid=(\d+)", users))
+    }
+
+
+def assert_managed_broker_confines_users(
+    host: str,
+    port: int,
+    record: dict[str, Any],
+    credentials_dir: Path | str,
+    instances: list[list[float]],
+    expected: list[Any],
+) -> None:
+    """On a stream pipeline of the managed broker at ``host:port`` (TLS, verified against the record's broker
+    CA by ``host``): an anonymous client and the client's name with a wrong password are refused; each
+    service's credential, subscribed to ``#``, receives only its input topic while the pipeline answers the
+    client (never an output or error message), and the broker refuses (PUBACK 135, dropped) its publishes to
+    another pipeline's topics and to the pipeline's topics it does not write (in an atomic pipeline its
+    only service writes the output topic: there that is the input topic)."""
+    name = record["name"]
+    credentials = record["credentials"]
+    ca_file = credentials["mqtt"]["ca_file"]
+    topics = record["topics"]
+    client_user, client_password = client_mqtt_password(credentials)
+    assert mqtt_connack(host, port, ca_file=ca_file) in MQTT_REFUSED, "anonymous client accepted"
+    wrong = mqtt_connack(
+        host, port, username=client_user, password=client_password + "-wrong", ca_file=ca_file
+    )
+    assert wrong in MQTT_REFUSED, f"{client_user} with a wrong password: reason code {wrong}"
+    # The same client with its own password is let in: the refusals above are the password's doing.
+    assert mqtt_connack(host, port, username=client_user, password=client_password, ca_file=ca_file) == 0
+
+    services = {service["id"]: service for service in record["services"]}
+    for service_id, service in services.items():
+        username, password = service_mqtt_password(credentials_dir, name, service_id)
+        own = {service["output_topic"], service["error_topic"]}
+        forbidden = [f"mlpacker/{name}-other/in", f"mlpacker/{name}-other/out"] + [
+            topic for topic in (topics["input"], topics["output"]) if topic not in own
+        ]
+        # Two connections of the service's user: one listens, the other forges. Mosquitto 2.0.11 under the
+        # managed broker's max_queued_messages 0 sends nothing more to a connection once it refused one of
+        # its publishes, so a spy that forged would receive nothing, whatever the ACL says.
+        with (
+            mqtt_session(host, port, username=username, password=password, ca_file=ca_file) as spy,
+            mqtt_session(host, port, username=username, password=password, ca_file=ca_file) as forger,
+        ):
+            spy.subscribe("#")
+            for topic in forbidden:
+                forged = json.dumps({"id": f"forged-{uuid.uuid4()}", "instances": instances})
+                code = forger.publish(topic, forged)
+                assert code == MQTT_NOT_AUTHORIZED, f"{username} published on {topic}: PUBACK {code}"
+            # The pipeline answers the client twice; the second run's message on this service's input topic
+            # comes after anything the broker routed for the first (one broker thread, in-order delivery).
+            for _ in range(2):
+                answer = mqtt_roundtrip(
+                    host, port, topics["input"], topics["output"], instances, credentials=credentials
+                )
+                assert answer == expected
+            inputs = service["input_topic"]
+            wait_for(
+                lambda seen=spy.received, inputs=inputs: (
+                    sum(topic == inputs and b"forged-" not in body for topic, body in seen) >= 2
+                ),
+                30,
+                f"{username} to receive both messages of its input topic {inputs}",
+            )
+            assert set(spy.topics()) == {inputs}, f"{username} subscribed to # received {spy.topics()}"
+            assert not any(b"forged-" in payload for _topic, payload in spy.received), spy.received
+
+
+# --- REST access checks on the test bed (issue #12) -------------------------------------------------------
+
+
+def http_status_from_testbed_host(
+    bed: Any,
+    host: str,
+    url: str,
+    ca_file: str | Path,
+    *,
+    method: str = "POST",
+    token: str | None = None,
+    body: str = '{"instances": [[5.1, 3.5, 1.4, 0.2]]}',
+) -> tuple[int, str]:
+    """Status code and response headers of ``curl`` run on test-bed host ``host`` (another machine than the
+    controller), trusting only ``ca_file`` (copied to the host: a CA certificate is public)."""
+    remote_ca = f"/tmp/mlpacker-test-ca-{uuid.uuid4().hex[:8]}.crt"
+    bed.run(host, f"cat > {remote_ca}", input=Path(ca_file).read_text())
+    argv = ["curl", "-sS", "-o", "/dev/null", "-D", "-", "-w", "%{http_code}", "--cacert", remote_ca]
+    argv += ["-X", method, "--max-time", "20"]
+    if method == "POST":
+        argv += ["-H", "Content-Type: application/json", "-d", body]
+    if token is not None:
+        argv += ["-H", f"Authorization: Bearer {token}"]
+    argv.append(url)
+    try:
+        result = bed.run(host, " ".join(shlex.quote(arg) for arg in argv), check=False, timeout=60)
+    finally:
+        bed.run(host, f"rm -f {remote_ca}", check=False)
+    assert result.returncode == 0, f"curl {url} on {host}: {result.stderr.strip()}"
+    headers, _, code = result.stdout.rstrip().rpartition("\n")
+    return int(code), headers
+
+
+def listen_addresses_on_testbed_host(bed: Any, host: str, port: int) -> set[str]:
+    """The addresses TCP port ``port`` listens on in test-bed host ``host`` (``ss -ltnH`` there)."""
+    return listen_addresses(bed.run(host, "ss -ltnpH").stdout, port)
+
+
+def changed_tasks(output: str) -> list[str]:
+    """``TASK [...]`` headers of a playbook's output followed by a ``changed:`` result: what a re-run that
+    should change nothing did change."""
+    found = []
+    task = ""
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line.rstrip("* ")
+        elif line.startswith("changed:") and task and (not found or found[-1] != task):
+            found.append(task)
+    return found

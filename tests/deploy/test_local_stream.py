@@ -1,8 +1,13 @@
 """Stream pipelines deployed with the real playbooks on this machine: with the user's own Mosquitto
-(mlpacker_broker, started by the test on a free port) and with the managed Mosquitto of the broker role."""
+(mlpacker_broker, started by the test on a free port; anonymous, as that broker is the user's and not
+MLPacker's) and with the managed Mosquitto of the broker role (secure by default: TLS on 8883 with the
+``_broker`` CA, no anonymous client, one MQTT user per service and one for the user, an ACL)."""
 
 from __future__ import annotations
 
+import json
+import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,14 +16,18 @@ import pytest
 from tests.deploy.helpers import (
     IRIS_SAMPLES,
     LOCAL_INVENTORY,
+    assert_managed_broker_confines_users,
+    changed_tasks,
     free_port_block,
     in_process_predictions,
     iris_spec,
+    listeners_of_processes_on,
     mqtt_roundtrip,
     pipeline_leftovers,
     port_is_free,
     port_is_listening,
     processes_mentioning,
+    record_credentials,
     run_playbook,
     user_mosquitto,
     wait_for,
@@ -27,7 +36,9 @@ from tests.deploy.helpers import (
 from tests.outcomes import skip_missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.mqtt]
-MANAGED_BROKER_PORT = 1883
+# The managed broker's TLS listener; its plain 1883 listener exists only with mlpacker_insecure.
+MANAGED_BROKER_PORT = 8883
+PLAIN_MQTT_PORT = 1883
 
 
 @pytest.fixture(scope="module")
@@ -85,30 +96,58 @@ def test_atomic_stream_with_the_managed_broker(
     name = "t-stream-atomic"
     base_port = free_port_block(1)
     spec = iris_spec(name, "stream", "atomic", iris_models, base_port)
+    credentials_dir = deploy_root / f"credentials-{name}"
+    controller = dict(controller_dirs, mlpacker_credentials_dir=str(credentials_dir))
     files = [
         write_vars_file(deploy_root / f"{name}.yml", spec),
-        write_vars_file(deploy_root / "ctl.yml", controller_dirs),
+        write_vars_file(deploy_root / f"ctl-{name}.yml", controller),
     ]
     try:
         first = run_playbook("deploy.yml", LOCAL_INVENTORY, files)
         assert first.rc == 0, first.describe()
         config = Path("/etc/mlpacker/mosquitto/mosquitto.conf").read_text()
         for line in (
-            "listener 1883 0.0.0.0",
+            # ansible_host of the local inventory is 127.0.0.1: the host's address and loopback are one.
+            f"listener {MANAGED_BROKER_PORT} 127.0.0.1",
+            "allow_anonymous false",
             "set_tcp_nodelay true",
             "max_queued_messages 0",
             "persistence true",
         ):
             assert line in config
+        assert f"listener {PLAIN_MQTT_PORT}" not in config and "0.0.0.0" not in config, config
+        # The broker listens on 127.0.0.1:8883 and nowhere else (no wildcard, no plain port).
+        sockets = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+        assert listeners_of_processes_on(sockets, MANAGED_BROKER_PORT) == {
+            ("127.0.0.1", MANAGED_BROKER_PORT)
+        }, sockets
+
+        record = json.loads((Path(controller["mlpacker_state_dir"]) / f"{name}.json").read_text())
+        credentials = record_credentials(controller["mlpacker_state_dir"], name)
+        assert credentials is not None and credentials["mqtt"]["username"] == f"mlp-{name}-client"
+        assert record["broker"]["host"] == "127.0.0.1" and record["broker"]["port"] == MANAGED_BROKER_PORT
+        assert f"publish to mlpacker/{name}/in on 127.0.0.1:{MANAGED_BROKER_PORT}" in first.output
         expected = in_process_predictions(
             [iris_models["scaler"], iris_models["pca"], iris_models["classifier"]], IRIS_SAMPLES
         )
         answer = mqtt_roundtrip(
-            "127.0.0.1", MANAGED_BROKER_PORT, f"mlpacker/{name}/in", f"mlpacker/{name}/out", IRIS_SAMPLES
+            "127.0.0.1",
+            MANAGED_BROKER_PORT,
+            f"mlpacker/{name}/in",
+            f"mlpacker/{name}/out",
+            IRIS_SAMPLES,
+            credentials=credentials,
         )
         assert answer == expected
+        assert_the_records_mosquitto_lines_work(record, expected)
+        assert_managed_broker_confines_users(
+            "127.0.0.1", MANAGED_BROKER_PORT, record, credentials_dir, IRIS_SAMPLES, expected
+        )
         second = run_playbook("deploy.yml", LOCAL_INVENTORY, files)
-        assert second.rc == 0 and second.changed() == {"localhost": 0}, second.describe()
+        assert second.rc == 0 and second.changed() == {"localhost": 0}, (
+            changed_tasks(second.output),
+            second.describe(),
+        )
     finally:
         removed = run_playbook("undeploy.yml", LOCAL_INVENTORY, files)
     assert removed.rc == 0, removed.describe()
@@ -120,3 +159,43 @@ def test_atomic_stream_with_the_managed_broker(
         lambda: not port_is_listening("127.0.0.1", MANAGED_BROKER_PORT), 20, "the managed broker to stop"
     )
     assert not port_is_listening("127.0.0.1", base_port)
+
+
+def assert_the_records_mosquitto_lines_work(record: dict, expected: list) -> None:
+    """The record's ``mosquitto_sub`` and ``mosquitto_pub`` lines, run by a shell as printed (the sample body
+    filled in): the subscriber gets the pipeline's answer to the publisher's message."""
+    subscribe_line, publish_line = record["client_commands"]
+    assert subscribe_line.startswith("mosquitto_sub ") and publish_line.startswith("mosquitto_pub ")
+    # The password is read from its file when the line runs: it is not in the record.
+    assert '-P "$(head -n1 ' in publish_line
+    message = json.dumps({"id": "1", "instances": IRIS_SAMPLES})
+    publish_line = publish_line.replace(
+        shlex.quote('{"id": "1", "instances": [[...]]}'), shlex.quote(message)
+    )
+    assert message in publish_line
+    subscriber = subprocess.Popen(
+        ["sh", "-c", f"{subscribe_line} -C 1 -W 60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # mosquitto_sub -d would say when it is subscribed; publishing until an answer comes is simpler.
+        def answered() -> bool:
+            published = subprocess.run(["sh", "-c", publish_line], capture_output=True, text=True, timeout=30)
+            assert published.returncode == 0, published.stderr
+            try:
+                subscriber.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+
+        wait_for(answered, 60, "mosquitto_sub to print the pipeline's answer", interval=0)
+        out, err = subscriber.communicate(timeout=10)
+    finally:
+        if subscriber.poll() is None:
+            subscriber.kill()
+            subscriber.wait(timeout=10)
+    assert subscriber.returncode == 0, err
+    answer = json.loads(out.splitlines()[0])
+    assert answer["id"] == "1" and answer["predictions"] == expected

@@ -4,12 +4,17 @@ hosts without systemd, so the supervisord path, the shipped wheelhouse and the o
 Three of the four combinations: REST atomic (group edge) and stream, atomic and distributed (edge -> fog ->
 cloud). REST distributed over SSH is deployed through the CLI and the Python API in tests/api/test_testbed.py
 (the same playbook), with its idempotence and leftovers checked there.
-Stream atomic uses the managed Mosquitto (broker group moved to cloud1, whose port 1883 is free); stream
-distributed uses the test bed's own Mosquitto on broker1 (mlpacker_broker from the test bed's inventory).
+Stream atomic uses the managed Mosquitto (broker group moved to cloud1): secure by default, a TLS listener on
+8883 with the ``_broker`` CA, no anonymous client and one MQTT user per service. Stream distributed uses the
+test bed's own Mosquitto on broker1 (mlpacker_broker from the test bed's inventory), an anonymous plain
+broker as a user's own broker may be: that one is the user's, not MLPacker's.
+Every deploy is secure by default: the services listen on their host's inventory address and loopback only;
+REST answers over HTTPS (pipeline CA) with the bearer token and 401 without it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +23,25 @@ import yaml
 
 from tests.deploy.helpers import (
     IRIS_SAMPLES,
+    assert_managed_broker_confines_users,
     assert_rerun_changes_nothing,
+    http_status_from_testbed_host,
     in_process_predictions,
     iris_spec,
     leftovers_on_testbed_host,
+    listen_addresses_on_testbed_host,
+    listeners_of_processes_on,
     mqtt_roundtrip,
     post_predict,
+    read_first_line,
+    record_credentials,
     run_playbook,
     write_vars_file,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.testbed]
 SERVICE_PORT = 8300  # each test bed host has its own network namespace: no clash with this machine
+MANAGED_BROKER_PORT = 8883  # the managed broker's TLS listener (plain 1883 only with mlpacker_insecure)
 
 
 def spec_for(mode: str, layout: str, models: dict[str, Path]) -> dict[str, Any]:
@@ -47,6 +59,34 @@ def managed_broker_inventory(bed: Any, path: Path) -> Path:
     return path
 
 
+def assert_services_listen_on_their_address_and_loopback(bed: Any, record: dict[str, Any]) -> None:
+    """Each service (REST port, or a stream service's health port) listens on its host's inventory address
+    and 127.0.0.1, not on 0.0.0.0 (``ss`` on the host)."""
+    for service in record["services"]:
+        addresses = listen_addresses_on_testbed_host(bed, service["host"], service["port"])
+        assert addresses == {bed.address(service["host"]), "127.0.0.1"}, (service["host"], addresses)
+
+
+def assert_rest_entry_points_are_secured(bed: Any, record: dict[str, Any], expected: list[Any]) -> None:
+    """Every entry point, by its inventory address, answers a client that trusts only the pipeline CA and
+    sends the token; from another test-bed host, without the token, every service answers 401."""
+    credentials = record["credentials"]
+    assert credentials and credentials["ca_file"] and credentials["token_file"], credentials
+    for host in ("edge1", "edge2"):
+        url = f"https://{bed.address(host)}:{SERVICE_PORT}/predict"
+        assert url in record["entry_points"]["rest"]
+        assert post_predict(url, IRIS_SAMPLES, credentials=credentials) == expected
+    token = read_first_line(credentials["token_file"])
+    for service in record["services"]:
+        code, headers = http_status_from_testbed_host(bed, "fog1", service["url"], credentials["ca_file"])
+        assert code == 401 and "www-authenticate: bearer" in headers.lower(), (service["url"], code, headers)
+        # The same request with the token from the same host is answered: the 401 is the token's doing.
+        code, _ = http_status_from_testbed_host(
+            bed, "fog1", service["url"], credentials["ca_file"], token=token
+        )
+        assert code == 200, (service["url"], code)
+
+
 @pytest.mark.parametrize(
     ("mode", "layout"),
     [("rest", "atomic"), ("stream", "distributed"), ("stream", "atomic")],
@@ -62,11 +102,14 @@ def test_deploy_over_ssh(
     spec = spec_for(mode, layout, iris_models)
     name = spec["mlpacker_pipeline"]["name"]
     inventory = Path(testbed.inventory_path)
-    if mode == "stream" and layout == "atomic":
+    managed_broker = mode == "stream" and layout == "atomic"
+    if managed_broker:
         inventory = managed_broker_inventory(testbed, deploy_root / "testbed-managed-broker.yml")
+    credentials_dir = deploy_root / f"credentials-{name}"
+    controller = dict(controller_dirs, mlpacker_credentials_dir=str(credentials_dir))
     files = [
         write_vars_file(deploy_root / f"{name}.yml", spec),
-        write_vars_file(deploy_root / "ctl.yml", controller_dirs),
+        write_vars_file(deploy_root / f"ctl-{name}.yml", controller),
     ]
     hosts = ["edge1", "edge2"] if layout == "atomic" else ["edge1", "edge2", "fog1", "cloud1"]
     expected = in_process_predictions(
@@ -76,24 +119,56 @@ def test_deploy_over_ssh(
         first = run_playbook("deploy.yml", inventory, files)
         assert first.rc == 0, first.describe()
         assert set(first.recap) >= set(hosts), first.describe()
+        record = json.loads((Path(controller["mlpacker_state_dir"]) / f"{name}.json").read_text())
+        credentials = record_credentials(controller["mlpacker_state_dir"], name)
+        assert credentials is not None, "a default deploy is secure: the record names its credentials"
         if mode == "rest":
             # Every host of the first stage's group is an entry point.
-            for host in ("edge1", "edge2"):
-                assert (
-                    post_predict(f"http://{testbed.address(host)}:{SERVICE_PORT}/predict", IRIS_SAMPLES)
-                    == expected
-                )
+            assert_rest_entry_points_are_secured(testbed, record, expected)
+        elif managed_broker:
+            broker = testbed.address("cloud1")
+            assert record["broker"]["host"] == broker and record["broker"]["port"] == MANAGED_BROKER_PORT
+            assert f"publish to mlpacker/{name}/in on {broker}:{MANAGED_BROKER_PORT}" in first.output
+            answer = mqtt_roundtrip(
+                broker,
+                MANAGED_BROKER_PORT,
+                f"mlpacker/{name}/in",
+                f"mlpacker/{name}/out",
+                IRIS_SAMPLES,
+                credentials=credentials,
+            )
+            assert answer == expected
+            config = testbed.run("cloud1", "cat /etc/mlpacker/mosquitto/mosquitto.conf").stdout
+            for line in (
+                f"listener {MANAGED_BROKER_PORT} {broker}",
+                f"listener {MANAGED_BROKER_PORT} 127.0.0.1",
+                "allow_anonymous false",
+            ):
+                assert line in config, config
+            assert "listener 1883" not in config and "0.0.0.0" not in config, config
+            # The broker listens on cloud1's address and loopback, on 8883 only.
+            sockets = testbed.run("cloud1", "ss -ltnpH").stdout
+            assert listeners_of_processes_on(sockets, MANAGED_BROKER_PORT) == {
+                (broker, MANAGED_BROKER_PORT),
+                ("127.0.0.1", MANAGED_BROKER_PORT),
+            }, sockets
+            assert_managed_broker_confines_users(
+                broker, MANAGED_BROKER_PORT, record, credentials_dir, IRIS_SAMPLES, expected
+            )
         else:
-            broker = testbed.address("cloud1" if layout == "atomic" else "broker1")
+            # The user's broker (the test bed's anonymous Mosquitto): the record has no MQTT credential.
+            assert credentials["mqtt"] is None, credentials
+            broker = testbed.address("broker1")
             answer = mqtt_roundtrip(broker, 1883, f"mlpacker/{name}/in", f"mlpacker/{name}/out", IRIS_SAMPLES)
             assert answer == expected
+        assert_services_listen_on_their_address_and_loopback(testbed, record)
         # The services run detached under supervisord on each host, not tied to the SSH session.
         for host in hosts:
             assert testbed.run(host, "pgrep -f '[s]upervisord -c' >/dev/null", check=False).returncode == 0, (
                 host
             )
 
-        if (mode, layout) == ("stream", "atomic"):
+        if managed_broker:
             # Idempotence over SSH with the managed broker; REST distributed's is checked on every host in
             # tests/api/test_testbed.py, the other two save the time.
             assert_rerun_changes_nothing(inventory, files)
@@ -102,5 +177,5 @@ def test_deploy_over_ssh(
     assert removed.rc == 0, removed.describe()
     for host in hosts:
         assert leftovers_on_testbed_host(testbed, host, name) == "", host
-    if mode == "stream" and layout == "atomic":
+    if managed_broker:
         assert testbed.run("cloud1", "test -e /etc/mlpacker/mosquitto", check=False).returncode != 0
