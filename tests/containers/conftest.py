@@ -229,6 +229,19 @@ def assert_container_keeps_its_secrets_out_of_the_image(
     return config
 
 
+def listen_addresses(shell: Shell, port: int) -> set[str]:
+    """The addresses TCP port ``port`` listens on where ``shell`` runs (``ss -ltnH``; a wildcard shows as
+    ``0.0.0.0``, ``*`` or ``[::]``)."""
+    found = set()
+    for line in checked(shell, "ss -ltnH").splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[0] == "LISTEN":
+            address, _, bound = fields[3].rpartition(":")
+            if bound == str(port):
+                found.add(address.split("%")[0])
+    return found
+
+
 # --- REST access checks on a container (issue #12) --------------------------------------------------------
 
 

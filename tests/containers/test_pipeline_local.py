@@ -35,6 +35,7 @@ from tests.containers.conftest import (
     assert_requires_the_token,
     docker,
     labelled,
+    listen_addresses,
     local_shell,
     pipeline_secrets,
     release_of,
@@ -45,7 +46,6 @@ from tests.deploy.helpers import (
     free_port_block,
     in_process_predictions,
     iris_spec,
-    listen_addresses,
     mqtt_roundtrip,
     pipeline_leftovers,
     port_is_free,
@@ -352,7 +352,6 @@ def test_containers_listen_and_are_published_on_the_hosts_listen_addresses_only(
 ) -> None:
     """Bridged containers are published on the host's listen addresses (the local inventory's is loopback),
     not 0.0.0.0; host-network ones bind them: every service port listens on 127.0.0.1 alone."""
-    sockets = local_shell("ss -ltnH").stdout
     bridged = 0
     for deployment in deployments.values():
         for service in deployment.record()["services"]:
@@ -362,7 +361,7 @@ def test_containers_listen_and_are_published_on_the_hosts_listen_addresses_only(
                 bindings = container["HostConfig"]["PortBindings"]
                 published = [binding["HostIp"] for ports in bindings.values() for binding in ports]
                 assert published == ["127.0.0.1"], (service["id"], bindings)
-            assert listen_addresses(sockets, service["port"]) == {"127.0.0.1"}, (service["id"], sockets)
+            assert listen_addresses(local_shell, service["port"]) == {"127.0.0.1"}, service["id"]
     assert bridged == 2, "rest-atomic's container and rest-distributed's classify are bridged"
 
 

@@ -1,8 +1,14 @@
 """A mixed pipeline through the real playbooks/deploy.yml: `scale` in a virtualenv under supervisord,
-`reduce` and `classify` in Docker (`containers: true` on those stages), all on this machine."""
+`reduce` and `classify` in Docker (`containers: true` on those stages), all on this machine.
+
+Secure by default: the entry point is HTTPS (the record's CA and token), the hops too; the two containers
+keep their credentials in their release's secrets folder on the host, mounted read-only, never in the image;
+`classify` (bridged: it calls no one) is published on the host's listen addresses only.
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -10,10 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
 
-from tests.containers.conftest import BASE_IMAGE, docker, labelled
+from tests.containers.conftest import (
+    BASE_IMAGE,
+    assert_container_keeps_its_secrets_out_of_the_image,
+    assert_requires_the_token,
+    docker,
+    labelled,
+    listen_addresses,
+    local_shell,
+    pipeline_secrets,
+    release_of,
+)
 from tests.deploy.helpers import (
     IRIS_SAMPLES,
     LOCAL_INVENTORY,
@@ -24,6 +41,7 @@ from tests.deploy.helpers import (
     port_is_listening,
     post_predict,
     processes_mentioning,
+    record_credentials,
     run_playbook,
     supervisor_pids,
     train_iris,
@@ -36,14 +54,35 @@ CONTAINER_STAGES = ("reduce", "classify")
 
 
 class MixedDeployment:
-    def __init__(self, name: str, base_port: int, models: dict[str, Path], var_files: list[Path]):
+    def __init__(
+        self, name: str, base_port: int, models: dict[str, Path], var_files: list[Path], state_dir: Path
+    ):
         self.name = name
         self.base_port = base_port
         self.models = models
         self.var_files = var_files
+        self.state_dir = state_dir
 
     def play(self, playbook: str) -> PlaybookRun:
         return run_playbook(playbook, LOCAL_INVENTORY, self.var_files)
+
+    def record(self) -> dict[str, Any]:
+        return json.loads((self.state_dir / f"{self.name}.json").read_text())
+
+    def credentials(self) -> dict[str, Any]:
+        credentials = record_credentials(self.state_dir, self.name)
+        assert credentials, f"{self.name}: a default deploy is secure, its record names its credentials"
+        return credentials
+
+    def container(self, stage: str) -> dict[str, Any]:
+        return json.loads(docker("inspect", f"mlpacker-{self.name}-{stage}").stdout)[0]
+
+    def rows_for(self, stage: str) -> list[list[float]]:
+        """IRIS_SAMPLES as ``stage`` takes them: through the stages before it."""
+        rows = np.asarray(IRIS_SAMPLES)
+        for before in ("scaler", "pca")[: ["scale", "reduce", "classify"].index(stage)]:
+            rows = joblib.load(self.models[before]).transform(rows)
+        return rows.tolist()
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +109,7 @@ def mixed(
             write_vars_file(workdir / "spec.yml", spec),
             write_vars_file(workdir / "settings.yml", container_settings),
         ],
+        Path(container_settings["mlpacker_state_dir"]),
     )
     try:
         first = deployment.play("deploy.yml")
@@ -89,7 +129,9 @@ def test_entry_point_answers_like_the_in_process_pipeline(mixed: MixedDeployment
     expected = in_process_predictions(
         [mixed.models["scaler"], mixed.models["pca"], mixed.models["classifier"]], IRIS_SAMPLES
     )
-    assert post_predict(f"http://127.0.0.1:{mixed.base_port}/predict", IRIS_SAMPLES) == expected
+    url = f"https://127.0.0.1:{mixed.base_port}/predict"
+    assert mixed.record()["entry_points"]["rest"] == [url]
+    assert post_predict(url, IRIS_SAMPLES, credentials=mixed.credentials()) == expected
 
 
 def test_container_stages_run_in_containers_and_scale_in_supervisord(mixed: MixedDeployment) -> None:
@@ -103,10 +145,58 @@ def test_container_stages_run_in_containers_and_scale_in_supervisord(mixed: Mixe
     assert supervisor_pids([f"mlpacker-{mixed.name}-{stage}" for stage in CONTAINER_STAGES]) == {}
 
 
+def test_container_images_hold_no_secret_and_the_secrets_are_mounted_read_only(
+    mixed: MixedDeployment, credentials_dir: Path
+) -> None:
+    secrets = pipeline_secrets(credentials_dir, mixed.name)
+    for stage in CONTAINER_STAGES:
+        assert_container_keeps_its_secrets_out_of_the_image(
+            local_shell, f"mlpacker-{mixed.name}-{stage}", secrets
+        )
+
+
+def test_containers_are_published_and_listen_on_the_hosts_listen_addresses_only(
+    mixed: MixedDeployment,
+) -> None:
+    """reduce calls classify on loopback (host network, binds the listen addresses itself); classify calls
+    no one, so it is bridged and published on the listen addresses (loopback here), not 0.0.0.0."""
+    assert mixed.container("reduce")["HostConfig"]["NetworkMode"] == "host"
+    classify = mixed.container("classify")["HostConfig"]
+    port = str(mixed.base_port + 2)
+    assert classify["NetworkMode"] == "bridge"
+    assert classify["PortBindings"] == {f"{port}/tcp": [{"HostIp": "127.0.0.1", "HostPort": port}]}
+    for offset in range(3):
+        assert listen_addresses(local_shell, mixed.base_port + offset) == {"127.0.0.1"}, offset
+
+
+def test_container_services_refuse_requests_without_the_token(mixed: MixedDeployment) -> None:
+    credentials = mixed.credentials()
+    services = {service["stages"][0]: service for service in mixed.record()["services"]}
+    for stage in CONTAINER_STAGES:
+        url = services[stage]["url"]
+        assert url.startswith("https://"), url
+        assert_requires_the_token(url, credentials, instances=mixed.rows_for(stage))
+
+
 def test_second_run_changes_nothing(mixed: MixedDeployment) -> None:
+    def state() -> dict[str, Any]:
+        """Each container, its image, and its shipped credentials (names, digests, inodes, times)."""
+        found = {}
+        for stage in CONTAINER_STAGES:
+            container = mixed.container(stage)
+            shipped = local_shell(
+                f"cd {release_of(container)}/secrets && sha256sum * && stat -c '%n %i %Y' *"
+            )
+            assert shipped.returncode == 0, shipped.stderr
+            found[stage] = (container["Id"], container["Image"], shipped.stdout)
+        return found
+
+    before, record = state(), mixed.record()
     second = mixed.play("deploy.yml")
+    assert mixed.record() == record
     assert second.rc == 0, second.describe()
     assert second.changed() == {"localhost": 0}, second.describe()
+    assert state() == before
 
 
 def test_undeploy_removes_containers_images_processes_and_ports(mixed: MixedDeployment) -> None:
