@@ -91,7 +91,7 @@ def local_shell(
     )
 
 
-def testbed_shell(bed: Any, host: str) -> Shell:
+def shell_on(bed: Any, host: str) -> Shell:
     def shell(
         command: str, stdin: str | None = None, timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
@@ -142,20 +142,25 @@ def release_of(container: dict[str, Any]) -> str:
     return config.rsplit("/", 1)[0]
 
 
-def image_layer_matches(shell: Shell, image: str, patterns: dict[str, str]) -> dict[str, int]:
-    """How often each pattern occurs in ``docker save <image>`` (every layer's files, including ones that a
-    later layer deletes, and the image's configuration), by name. The patterns go to grep on its standard
-    input, so no secret is ever on a command line."""
+def output_matches(shell: Shell, source: str, patterns: dict[str, str]) -> dict[str, int]:
+    """How often each pattern occurs in the output of the shell command ``source``, by name. The patterns
+    reach grep in a file, so no secret is ever on a command line."""
     pattern_file = checked(shell, "mktemp").strip()
     try:
         checked(shell, f"cat > {pattern_file}", "\n".join(patterns.values()) + "\n")
-        # -a: the layers are binary tars; -o: one line per occurrence; exit 1 when nothing is found.
-        result = shell(f"docker save {image} | grep -aoF -f {pattern_file}")
-        assert result.returncode in (0, 1), f"docker save {image} | grep: {result.stderr}"
+        # -a: binary tars; -o: one line per occurrence; exit 1 when nothing is found.
+        result = shell(f"{source} | grep -aoF -f {pattern_file}")
+        assert result.returncode in (0, 1), f"{source} | grep: {result.stderr}"
     finally:
         shell(f"rm -f {pattern_file}")
     found = result.stdout.splitlines()
     return {name: found.count(value) for name, value in patterns.items()}
+
+
+def image_layer_matches(shell: Shell, image: str, patterns: dict[str, str]) -> dict[str, int]:
+    """How often each pattern occurs in ``docker save <image>`` (every layer's files, including ones that a
+    later layer deletes, and the image's configuration), by name."""
+    return output_matches(shell, f"docker save {image}", patterns)
 
 
 def assert_container_keeps_its_secrets_out_of_the_image(
@@ -177,8 +182,9 @@ def assert_container_keeps_its_secrets_out_of_the_image(
     assert mounts[0]["Type"] == "bind" and mounts[0]["Source"] == secrets_dir, mounts
     assert mounts[0]["RW"] is False, (container_name, mounts)
     mount_table = checked(shell, f"docker exec {container_name} cat /proc/self/mounts")
-    (options,) = [line.split()[3] for line in mount_table.splitlines() if line.split()[1] == secrets_dir]
-    assert "ro" in options.split(","), (container_name, options)
+    options = [line.split()[3] for line in mount_table.splitlines() if line.split()[1] == secrets_dir]
+    assert len(options) == 1, (container_name, secrets_dir, mount_table)
+    assert "ro" in options[0].split(","), (container_name, options)
 
     # On the host: root-owned, readable by the container's user (group 10001) only.
     listing = checked(shell, f"stat -c '%u:%g %a %n' {secrets_dir} {secrets_dir}/*").splitlines()
