@@ -2,7 +2,8 @@
 
 One atomic REST pipeline (scale -> reduce -> classify in one service on the `cloud` group, localhost here) is
 deployed once for the module with :func:`mlpacker.deploy`, then deployed again (changed=0), inspected, probed
-(through the API and the CLI) and undeployed, leaving no file, process or port. It is also the suite's atomic
+(through the API and the CLI) and undeployed, leaving no file, process or port on the host; the controller's
+credentials stay until an undeploy with ``mlpacker_purge_credentials``. It is also the suite's atomic
 REST deploy on the local inventory (the playbook under the API is the same). A real gunicorn service under
 supervisord answers real HTTPS requests (secure by default: the pipeline CA and the bearer token of the
 result's ``credentials``); the module always undeploys at the end. The distributed layout through the API runs
@@ -209,3 +210,19 @@ def test_undeploy_stops_the_services(deployment: dict[str, Any]) -> None:
     name = deployment["result"].plan["name"]
     assert pipeline_leftovers(name) == []
     assert processes_mentioning(f"/opt/mlpacker/{name}/") == []
+    # The controller keeps the pipeline's credentials (a redeploy keeps its CA and token) unless purged.
+    folder = deployment["credentials_dir"] / name
+    assert (folder / "ca.crt").is_file() and (folder / "token").is_file()
+
+
+def test_undeploy_with_purge_removes_the_controller_credentials(deployment: dict[str, Any]) -> None:
+    assert deployment.get("undeployed"), "the undeploy test did not run"
+    name = deployment["result"].plan["name"]
+    extravars = dict(deployment["options"]["extravars"], mlpacker_purge_credentials=True)
+    options = dict(deployment["options"], extravars=extravars)
+    result = mlpacker.undeploy(deployment["spec"], LOCAL_INVENTORY, **options)
+    assert result.ok, [f.describe() for f in result.failures]
+    # Nothing is left on the host: the one change is the controller's folder.
+    assert result.hosts["localhost"].changed == 1, result.hosts["localhost"]
+    assert not (deployment["credentials_dir"] / name).exists()
+    assert deployment["credentials_dir"].is_dir()
