@@ -1,8 +1,10 @@
 # Copyright (c) MLPacker contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""The MQTT credentials of mlpacker.core.pipeline_credentials in a real Mosquitto 2.0: a TLS listener with
-the brokers' CA and listener certificate, no anonymous access, the password file and the ACL of two
-pipelines (concatenated, as the managed broker assembles them), and paho-mqtt clients.
+"""The MQTT credentials of mlpacker.core.pipeline_credentials in a real Mosquitto 2.0 configured by the
+broker role's own template (roles/broker/templates/mosquitto.conf.j2 with the role's defaults, rendered by
+Ansible): a TLS listener with the brokers' CA and listener certificate, no anonymous access, the password file
+and the ACL of two pipelines (concatenated, as the managed broker assembles them), the role's queue limits and
+persistence; paho-mqtt clients.
 
 Whether something is refused is shown without waiting for a message that should not come: each client's
 messages arrive in order, so after a message that must not arrive a message that must is sent (QoS 1, after
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason="missing component paho-mqtt: not installed")
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402 - after the importorskip
@@ -33,7 +36,9 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402 - after the importo
 pytestmark = pytest.mark.mqtt
 
 ANSIBLE = Path(sys.executable).with_name("ansible")
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 COLLECTIONS_DIR = Path(__file__).resolve().parents[7]
+BROKER_ROLE = Path(__file__).resolve().parents[4] / "roles" / "broker"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 WAIT = 10  # seconds before a message or acknowledgement that must come counts as lost
 
@@ -49,61 +54,116 @@ def pipeline_services(name: str, stages: list[str]) -> list[dict[str, str]]:
     ]  # fmt: skip
 
 
+def ansible_env() -> dict[str, str]:
+    return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS_DIR), ANSIBLE_STDOUT_CALLBACK="json",
+                ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_LOCALHOST_WARNING="0",
+                ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+                ANSIBLE_PYTHON_INTERPRETER=sys.executable)  # fmt: skip
+
+
 def make_credentials(root: Path, pipeline: str, services: list[dict[str, str]]) -> dict[str, Any]:
     """Run the action plugin through a real ``ansible localhost -m``."""
     args = {"path": str(root), "pipeline": pipeline, "hosts": {"h1": "127.0.0.1"},
             "broker_hosts": {"broker1": "127.0.0.1"}, "mqtt_services": services}  # fmt: skip
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS_DIR), ANSIBLE_STDOUT_CALLBACK="json",
-               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_LOCALHOST_WARNING="0",
-               ANSIBLE_INVENTORY_UNPARSED_WARNING="0", ANSIBLE_PYTHON_INTERPRETER=sys.executable)  # fmt: skip
     completed = subprocess.run(
         [str(ANSIBLE), "localhost", "-m", "mlpacker.core.pipeline_credentials", "-a", json.dumps(args)],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
+        capture_output=True, text=True, env=ansible_env(), timeout=120, check=False,
     )  # fmt: skip
     result = json.loads(completed.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
     assert result.get("failed") is not True, result
     return result
 
 
+def render_broker_config(folder: Path, port: int) -> Path:
+    """The managed broker's mosquitto.conf as the broker role writes it: its template with the role's
+    defaults and vars (rendered by a real ``ansible-playbook``), one TLS listener on 127.0.0.1:``port``, its
+    files under ``folder`` (``etc/mosquitto/...``, ``opt/.broker``)."""
+    config = folder / "etc" / "mosquitto" / "mosquitto.conf"
+    config.parent.mkdir(parents=True)
+    role_vars = [str(BROKER_ROLE / "defaults" / "main.yml"), str(BROKER_ROLE / "vars" / "main.yml")]
+    playbook = folder / "render.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "hosts": "localhost",
+                    "gather_facts": False,
+                    "vars_files": role_vars,
+                    "tasks": [
+                        {
+                            "name": "Render the broker role's mosquitto.conf",
+                            "ansible.builtin.template": {
+                                "src": str(BROKER_ROLE / "templates" / "mosquitto.conf.j2"),
+                                "dest": str(config),
+                                "mode": "0600",
+                            },
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    extra = {"mlpacker_broker_pipeline": "iris", "mlpacker_broker_config_root": str(folder / "etc"),
+             "mlpacker_broker_root": str(folder / "opt"), "mlpacker_broker_bind": "127.0.0.1",
+             "mlpacker_broker_tls_port": port}  # fmt: skip
+    completed = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", str(playbook), "-e", json.dumps(extra)],
+        capture_output=True, text=True, env=ansible_env(), timeout=120, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return config
+
+
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory):
+def broker_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The broker's files: credentials/, etc/mosquitto/ (mosquitto.conf, passwd, acl, certs/), opt/."""
+    return tmp_path_factory.mktemp("broker")
+
+
+@pytest.fixture(scope="module")
+def broker(broker_folder: Path):
     """Credentials of the pipelines ``iris`` (scale -> clf) and ``other`` (one service), and a Mosquitto
-    that uses them; yields (port, {pipeline: credentials result})."""
+    that uses them with the broker role's configuration; yields (port, {pipeline: credentials result})."""
     if not os.path.exists(MOSQUITTO):
         pytest.skip(f"missing component mosquitto: no mosquitto binary at {MOSQUITTO}")
-    folder = tmp_path_factory.mktemp("broker")
+    folder = broker_folder
     root = folder / "credentials"
     made = {
         "iris": make_credentials(root, "iris", pipeline_services("iris", ["scale", "clf"])),
         "other": make_credentials(root, "other", pipeline_services("other", ["model"])),
     }
-    passwd, acl = folder / "passwd", folder / "acl"
-    passwd.write_text("".join(Path(made[name]["mqtt"]["passwd_file"]).read_text() for name in made))
-    acl.write_text("\n".join(Path(made[name]["mqtt"]["acl_file"]).read_text() for name in made))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    config = render_broker_config(folder, port)
+    # Where the role puts the assembled password file and ACL, the listener's CA, certificate and key.
+    conf_dir = config.parent
+    (conf_dir / "certs").mkdir()
+    (folder / "opt" / ".broker").mkdir(parents=True)
+    (conf_dir / "passwd").write_text(
+        "".join(Path(made[name]["mqtt"]["passwd_file"]).read_text() for name in made)
+    )
+    (conf_dir / "acl").write_text(
+        "\n".join(Path(made[name]["mqtt"]["acl_file"]).read_text() for name in made)
+    )
     listener = made["iris"]["broker"]["hosts"]["broker1"]
-    config = folder / "mosquitto.conf"
-    config.write_text(
-        # Started as root, mosquitto would switch to the user "mosquitto", who cannot read the 0600 files.
-        f"user {getpass.getuser()}\n"
-        "per_listener_settings false\n"
-        "allow_anonymous false\n"
-        f"password_file {passwd}\n"
-        f"acl_file {acl}\n"
-        "persistence false\n"
-        f"listener {port} 127.0.0.1\n"
-        f"cafile {made['iris']['broker']['ca_file']}\n"
-        f"certfile {listener['cert_file']}\n"
-        f"keyfile {listener['key_file']}\n"
-    )
-    process = subprocess.Popen(
-        [MOSQUITTO, "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    for source, name in (
+        (made["iris"]["broker"]["ca_file"], "ca.crt"),
+        (listener["cert_file"], "broker.crt"),
+        (listener["key_file"], "broker.key"),
+    ):
+        shutil.copyfile(source, conf_dir / "certs" / name)
+    # Started as root, mosquitto would switch to the user "mosquitto", who cannot read the 0600 files.
+    with config.open("a") as handle:
+        handle.write(f"user {getpass.getuser()}\n")
+    log = folder / "mosquitto.log"  # log_dest stdout: a file, not a pipe nobody reads
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(config)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -112,7 +172,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory):
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mosquitto did not start: {process.stderr.read()!r}") from None
+                    raise RuntimeError(f"mosquitto did not start: {log.read_text()[-2000:]!r}") from None
                 time.sleep(0.05)
         yield port, made
     finally:
@@ -293,3 +353,35 @@ def test_a_user_who_joins_a_services_share_group_reads_nothing_but_takes_turns(p
     while not received or received[-1] != b"last":
         received.append(scale.next_message()[1])
     assert received == [b"row 0", b"row 2", b"row 4", b"last"]
+
+
+@pytest.mark.parametrize("protocol", ["MQTTv311", "MQTTv5"])
+def test_a_subscriber_keeps_getting_messages_after_its_publishes_were_refused(
+    broker_folder, peers, protocol: str
+) -> None:
+    # The role's queue limit is finite (mlpacker_broker_max_queued_messages): with max_queued_messages 0 (no
+    # limit), Mosquitto 2.0.11 delivers nothing more to a connection once the ACL refused one of its
+    # publishes; this one connection of a service, subscribed to its input as the service is, keeps getting
+    # every row after each refusal, and its allowed publishes still go through.
+    default = yaml.safe_load((BROKER_ROLE / "defaults" / "main.yml").read_text())
+    limit = default["mlpacker_broker_max_queued_messages"]
+    config = (broker_folder / "etc" / "mosquitto" / "mosquitto.conf").read_text().splitlines()
+    assert f"max_queued_messages {limit}" in config and limit > 0, config
+    assert "max_queued_bytes 0" in config, config
+    version = getattr(mqtt, protocol)
+    refused = "Not authorized" if version == mqtt.MQTTv5 else "Success"  # 3.1.1: acknowledged and dropped
+    scale, clf, client = (peers("iris", user, version) for user in ("iris-scale", "iris-clf", "client"))
+    assert scale.subscribe("$share/mlpacker-iris-scale/mlpacker/iris/in") == ["Granted QoS 1"]
+    assert clf.subscribe("mlpacker/iris/stage/clf/in") == ["Granted QoS 1"]
+    rows = iter(range(100))
+    for forbidden in ("mlpacker/iris/in", "mlpacker/other/in", "mlpacker/iris/out"):
+        row = f"row {next(rows)}".encode()
+        assert client.publish("mlpacker/iris/in", row) == "Success"
+        assert scale.next_message() == ("mlpacker/iris/in", row)
+        assert scale.publish(forbidden, b"forged") == refused
+        assert scale.publish("mlpacker/iris/stage/clf/in", row + b" scaled") == "Success"
+        assert clf.next_message() == ("mlpacker/iris/stage/clf/in", row + b" scaled")
+    after = [f"row {next(rows)}".encode() for _ in range(3)]
+    for row in after:
+        assert client.publish("mlpacker/iris/in", row) == "Success"
+    assert [scale.next_message() for _ in after] == [("mlpacker/iris/in", row) for row in after]
