@@ -13,6 +13,7 @@ from mlpacker_runtime.config import ConfigError, load_config
 from mlpacker_runtime.loading import StageLoadError, load_stage
 from mlpacker_runtime.logs import setup_logging
 from mlpacker_runtime.metrics import MULTIPROC_ENV
+from mlpacker_runtime.rest import CONFIG_AS_GIVEN_ENV
 from mlpacker_runtime.security_check import check_security_files
 
 EXIT_INVALID = 2
@@ -77,7 +78,11 @@ def serve(config_path: str) -> int:
 
 def _exec_gunicorn(config_path: str) -> None:
     env = dict(os.environ)
+    # The release's own file (the 'current' link resolved), so a worker gunicorn replaces later reads the
+    # configuration its master started with; a reload (SIGHUP, gunicorn_conf.on_reload) resolves the path as
+    # given again, and so moves to the release 'current' names then.
     env["MLPACKER_RUNTIME_CONFIG"] = str(Path(config_path).resolve())
+    env[CONFIG_AS_GIVEN_ENV] = str(Path(config_path).absolute())
     if not env.get(MULTIPROC_ENV):
         # Per-service metrics directory shared by the gunicorn workers (removed by gunicorn_conf.on_exit).
         env[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="mlpacker-metrics-")
