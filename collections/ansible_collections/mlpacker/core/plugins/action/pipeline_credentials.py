@@ -6,6 +6,10 @@ Runs entirely on the controller whatever host the task targets (no module is sen
 CA, a server certificate per host, a client certificate, the bearer token, the MQTT users with their
 password-file lines and ACL, and the managed brokers' CA with a listener certificate per broker host, laid
 out as docs/security.md ("Controller credentials") says. Returns paths, never a secret.
+
+A new token (a rotation, or a changed user token) goes first to ``<pipeline>/token.pending``, which is what
+the services get, and becomes ``<pipeline>/token`` (what clients read) only with ``promote_token``, the last
+step of a deploy once every service accepts it; a run that finds a pending token carries it on.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.basic import missing_required_lib
 from ansible.plugins.action import ActionBase
 from ansible_collections.mlpacker.core.plugins.module_utils import bearer_token, mqtt_credentials, pki
+from ansible_collections.mlpacker.core.plugins.module_utils.atomic_file import write_atomically
 from ansible_collections.mlpacker.core.plugins.module_utils.private_files import (
     apply_changes,
     pending_changes,
@@ -50,6 +55,7 @@ ARGUMENT_SPEC = {
     "ca_key_file": {"type": "path"},
     "token_file": {"type": "path"},
     "rotate": {"type": "bool", "default": False},
+    "promote_token": {"type": "bool", "default": False},
     "validity_days": {"type": "int", "default": DEFAULT_VALIDITY_DAYS},
     "ca_validity_days": {"type": "int", "default": DEFAULT_CA_VALIDITY_DAYS},
 }
@@ -101,6 +107,8 @@ class Layout:
         self.files = {}
         self.reasons = {}
         self.existing = {}
+        # Files to remove (relative paths), with why.
+        self.removed = {}
 
     def path(self, rel):
         return os.path.join(self.root, rel)
@@ -117,6 +125,10 @@ class Layout:
         self.files[rel] = data
         if data != self.current(rel):
             self.reasons[rel] = reason
+
+    def remove(self, rel, reason):
+        if self.current(rel) is not None:
+            self.removed[rel] = reason
 
 
 class CredentialsBuilder:
@@ -143,11 +155,13 @@ class CredentialsBuilder:
             ca_key, ca_cert, f"{pipeline}/client", mqtt_credentials.client_username(pipeline), [], ("client",)
         )
         token_rel = f"{pipeline}/token"
-        self.token(token_rel)
+        services_token_rel = self.token(token_rel, f"{pipeline}/token.pending")
         return {
             "dir": self.layout.path(pipeline),
             "ca_file": self.layout.path(f"{pipeline}/ca.crt"),
             "token_file": self.layout.path(token_rel),
+            "service_token_file": self.layout.path(services_token_rel),
+            "token_pending": services_token_rel != token_rel,
             "client": client,
             "hosts": hosts,
             "broker": self.broker(),
@@ -236,7 +250,14 @@ class CredentialsBuilder:
             self.layout.put(rel_key, pki.private_key_pem(key), f"new key ({reason})")
         return {"cert_file": self.layout.path(rel_cert), "key_file": self.layout.path(rel_key)}
 
-    def token(self, rel):
+    def token(self, rel, pending_rel):
+        """Lay out the token files; returns the one the services get (relative path).
+
+        Clients read line 1 of ``rel``. A new token is not put there at once: services still running with the
+        old file would refuse it. It goes to ``pending_rel`` (the new token, then the current one), which the
+        services get; ``promote_token`` moves it to ``rel`` once every service runs with it. A pending token
+        found here (a deploy that stopped before its end) is carried on, not replaced.
+        """
         user_token = None
         if self.args["token_file"]:
             path = self.args["token_file"]
@@ -250,20 +271,29 @@ class CredentialsBuilder:
             if problem:
                 raise CredentialsError(f"token_file: the token in {path} {problem}")
             user_token = lines[0]
-        current = []
         existing = self.layout.current(rel)
-        if existing is not None:
-            lines = bearer_token.token_lines(existing.decode("utf-8", errors="replace"))
-            if lines and bearer_token.token_problem(lines[0]) is None:
-                current = [line for line in lines[:2] if bearer_token.token_problem(line) is None]
-        tokens = bearer_token.next_tokens(current, user_token, self.args["rotate"])
-        if user_token is not None:
-            reason = "token from token_file"
-        elif current and self.args["rotate"]:
-            reason = "rotated (the previous token is line 2)"
+        current = usable_tokens(existing)
+        pending = usable_tokens(self.layout.current(pending_rel))
+        if pending and (user_token is None or pending[0] == user_token):
+            tokens = pending
+            reason = "rotation carried on (the pending token waits until every service accepts it)"
         else:
-            reason = "new token" if existing is None else "new token (the file held no usable token)"
-        self.layout.put(rel, bearer_token.token_file_text(tokens).encode("ascii"), reason)
+            tokens = bearer_token.next_tokens(current, user_token, self.args["rotate"])
+            if user_token is not None:
+                reason = "token from token_file"
+            elif current and self.args["rotate"]:
+                reason = "rotated (the previous token is line 2)"
+            else:
+                reason = "new token" if existing is None else "new token (the file held no usable token)"
+        text = bearer_token.token_file_text(tokens).encode("ascii")
+        if not current or tokens == current[:2]:
+            # No service runs with a token of this file yet (or it does not change): no need to wait.
+            self.layout.put(rel, text, reason)
+            self.layout.remove(pending_rel, "promoted (the token file holds it)")
+            return rel
+        self.layout.keep(rel)
+        self.layout.put(pending_rel, text, f"{reason}; pending until every service accepts it")
+        return pending_rel
 
     def mqtt_topics(self):
         try:
@@ -362,6 +392,52 @@ class CredentialsBuilder:
         return {"ca_file": self.layout.path(f"{BROKER_DIR}/ca.crt"), "hosts": hosts}
 
 
+def usable_tokens(data):
+    """The usable tokens of a token file's bytes (at most two); none when missing or line 1 is unusable."""
+    if data is None:
+        return []
+    lines = bearer_token.token_lines(data.decode("utf-8", errors="replace"))
+    if not lines or bearer_token.token_problem(lines[0]) is not None:
+        return []
+    return [line for line in lines[:2] if bearer_token.token_problem(line) is None]
+
+
+def promote_token(args, check_mode):
+    """Move ``<pipeline>/token.pending`` to ``<pipeline>/token`` (the deploy's last step, once every service
+    runs with the pending token); returns (result paths, changes) like make_credentials. Raises
+    CredentialsError."""
+    root = args["path"]
+    pipeline = args["pipeline"]
+    token_rel, pending_rel = f"{pipeline}/token", f"{pipeline}/token.pending"
+    paths = {"token_file": os.path.join(root, token_rel), "token_pending": False}
+    if not os.path.isdir(os.path.join(root, pipeline)):
+        return paths, []
+    descriptor = None if check_mode else lock_folder(root)
+    try:
+        data = read_own(os.path.join(root, pending_rel))
+        if data is None:
+            return paths, []
+        if not usable_tokens(data):
+            raise CredentialsError(
+                f"promote_token: {os.path.join(root, pending_rel)} holds no usable token"
+                " (remove it and deploy again)"
+            )
+        changes = [
+            (token_rel, "written", "promoted the pending token (every service accepts it)"),
+            (pending_rel, "removed", "promoted"),
+        ]
+        if not check_mode:
+            try:
+                write_atomically(os.path.join(root, token_rel), data, 0o600)
+                os.unlink(os.path.join(root, pending_rel))
+            except OSError as exc:
+                raise CredentialsError(f"path: cannot write under {root}: {exc.strerror or exc}") from exc
+        return paths, changes
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)
+
+
 def lock_folder(path):
     """An exclusive lock on the credentials folder (held until the returned descriptor is closed), so two
     runs (two forks, two pipelines sharing _broker/) never interleave."""
@@ -394,12 +470,20 @@ def make_credentials(args, check_mode, now=None):
             raise CredentialsError(f"path: {exc}") from exc
         if created_root and not any(change[0] == "." for change in changes):
             changes.insert(0, (".", "created"))
+        removals = [(rel, "removed") for rel in sorted(layout.removed)]
+        layout.reasons.update(layout.removed)
         if not check_mode:
             try:
                 apply_changes(root, layout.files, changes)
+                for rel in layout.removed:
+                    os.unlink(layout.path(rel))
                 os.chmod(root, 0o700)
             except OSError as exc:
                 raise CredentialsError(f"path: cannot write under {root}: {exc.strerror or exc}") from exc
+        elif paths["token_pending"] and not os.path.exists(paths["service_token_file"]):
+            # Nothing written in check mode: the services would get the pending file, which is not there yet.
+            paths["service_token_file"] = paths["token_file"]
+        changes += removals
         return paths, [(rel, what, layout.reasons.get(rel, what)) for rel, what in changes], builder.warnings
     finally:
         if descriptor is not None:
@@ -423,7 +507,12 @@ class ActionModule(ActionBase):
                     result={"exception": pki.CRYPTOGRAPHY_IMPORT_ERROR},
                 )
             args = self.validate_argument_spec(ARGUMENT_SPEC, required_together=REQUIRED_TOGETHER)[1]
-            paths, changes, warnings = make_credentials(args, check_mode=bool(self._task.check_mode))
+            if args["promote_token"]:
+                CredentialsBuilder(args, None).check_options()
+                paths, changes = promote_token(args, check_mode=bool(self._task.check_mode))
+                warnings = []
+            else:
+                paths, changes, warnings = make_credentials(args, check_mode=bool(self._task.check_mode))
         except AnsibleActionFail as exc:
             result.update(exc.result)
             return result

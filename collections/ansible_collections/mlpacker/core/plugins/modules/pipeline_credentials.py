@@ -133,12 +133,24 @@ options:
         of a generated one; at least 16 characters of an RFC 6750 bearer token (letters, digits, C(-._~+/)).
       - When it differs from the current token, the current one is kept as line 2 of the token file, so the
         services accept both until the next change. O(rotate) does not replace a user's token.
+      - A changed token waits in C(token.pending) like a rotated one (see O(rotate)).
     type: path
   rotate:
     description:
       - Make new keys and certificates for every host, broker host and the client, a new token (the previous
         one kept as line 2 of the token file) and new MQTT passwords. The CAs stay.
       - Runs that rotate always report a change.
+      - The new token is written first to C(<path>/<pipeline>/token.pending) (new token, then the current
+        one), which the services get (RV(service_token_file)); C(token), which clients read, keeps the current
+        token until O(promote_token) moves the pending file there, once every service runs with it. A run that
+        finds a pending token (a deploy that stopped midway) carries it on instead of making another.
+    type: bool
+    default: false
+  promote_token:
+    description:
+      - Only move a pending token (C(token.pending)) to the token file; nothing else is made or changed. The
+        last step of a deploy, after every service rolled out with the pending token and passed its health
+        gate. Without a pending token, nothing changes.
     type: bool
     default: false
   validity_days:
@@ -212,10 +224,22 @@ ca_file:
   type: str
   sample: /home/me/.mlpacker/credentials/iris/ca.crt
 token_file:
-  description: The bearer token file (line 1 the current token, line 2 the previous one after a change).
+  description: The bearer token file (line 1 the current token, line 2 the previous one after a change);
+    what clients read.
   returned: success
   type: str
   sample: /home/me/.mlpacker/credentials/iris/token
+service_token_file:
+  description: The token file the services get - C(token.pending) while a new token waits to be promoted
+    (RV(token_pending)), else the same as RV(token_file).
+  returned: success and not O(promote_token)
+  type: str
+  sample: /home/me/.mlpacker/credentials/iris/token.pending
+token_pending:
+  description: Whether a new token waits in C(token.pending) for O(promote_token).
+  returned: success
+  type: bool
+  sample: false
 client:
   description: The client certificate and key (mutual TLS).
   returned: success

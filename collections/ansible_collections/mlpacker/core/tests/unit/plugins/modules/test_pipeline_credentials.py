@@ -99,6 +99,8 @@ def snapshot(root: Path) -> dict[str, tuple[str, bytes | None]]:
 def secrets_of(root: Path) -> list[str]:
     """The secret values the folder holds: tokens, passwords, private keys (their base64 body lines)."""
     values = (root / "iris/token").read_text().split()
+    if (root / "iris/token.pending").exists():
+        values += (root / "iris/token.pending").read_text().split()
     values += [(root / rel).read_text().strip() for rel in PASSWORDS if (root / rel).exists()]
     for key in root.rglob("*.key"):
         values += [line for line in key.read_text().splitlines() if line and not line.startswith("-----")]
@@ -120,6 +122,8 @@ def test_a_first_run_lays_out_the_tree_and_a_rerun_changes_nothing(run_module, t
     assert {rel: entry[0] for rel, entry in snapshot(root).items()} == TREE
     assert first["dir"] == str(root / "iris")
     assert (first["ca_file"], first["token_file"]) == (str(root / "iris/ca.crt"), str(root / "iris/token"))
+    # A first token has no service to wait for: the services get the token file itself.
+    assert (first["service_token_file"], first["token_pending"]) == (str(root / "iris/token"), False)
     assert first["client"] == {
         "cert_file": str(root / "iris/client.crt"),
         "key_file": str(root / "iris/client.key"),
@@ -212,16 +216,20 @@ def test_rotate_renews_leaves_token_and_passwords_but_keeps_the_cas(run_module, 
     assert rotated.get("failed") is not True, rotated
     assert rotated["changed"] is True
     after = snapshot(root)
-    assert set(after) == set(before)
-    unchanged = sorted(rel for rel in after if after[rel] == before[rel])
+    # The new token waits in token.pending (what the services get); clients keep reading the old one.
+    assert set(after) == set(before) | {"iris/token.pending"}
+    assert after["iris/token.pending"][0] == "0600"
+    assert rotated["service_token_file"] == str(root / "iris/token.pending") and rotated["token_pending"]
+    assert rotated["token_file"] == str(root / "iris/token")
+    unchanged = sorted(rel for rel in after if after[rel] == before.get(rel))
     assert unchanged == [".", "_broker", "_broker/ca.crt", "_broker/ca.key", "iris", "iris/ca.crt",
                          "iris/ca.key", "iris/hosts", "iris/mqtt", "iris/mqtt/acl",
-                         "iris/mqtt/share_group.salt"]  # fmt: skip
+                         "iris/mqtt/share_group.salt", "iris/token"]  # fmt: skip
     # Replicas restarted one by one after a rotation stay in one shared-subscription group.
     first_groups = {key: user["share_group"] for key, user in run_module(
         "pipeline_credentials", arguments(root))["mqtt"]["users"].items()}  # fmt: skip
     assert all(group.startswith(f"mlpacker-{key}-") for key, group in first_groups.items())
-    tokens = (root / "iris/token").read_text().splitlines()
+    tokens = (root / "iris/token.pending").read_text().splitlines()
     assert len(tokens) == 2 and tokens[1] == old_token and tokens[0] != old_token
     hashes = mqtt_credentials.parse_passwd((root / "iris/mqtt/passwd").read_text())
     for rel in PASSWORDS:
@@ -233,12 +241,14 @@ def test_rotate_renews_leaves_token_and_passwords_but_keeps_the_cas(run_module, 
     assert_no_secret(rotated, root)
 
     again = run_module("pipeline_credentials", arguments(root))
-    assert again["changed"] is False
+    assert again["changed"] is False and again["token_pending"] is True
+    promoted = run_module("pipeline_credentials", arguments(root, promote_token=True))
+    assert promoted["changed"] is True
+    assert (root / "iris/token").read_text().splitlines() == tokens
     rotated_twice = run_module("pipeline_credentials", arguments(root, rotate=True))
     assert rotated_twice["changed"] is True
-    assert (root / "iris/token").read_text().splitlines()[1] == tokens[
-        0
-    ]  # only the last previous token stays
+    # only the last previous token stays
+    assert (root / "iris/token.pending").read_text().splitlines()[1:] == tokens[:1]
 
 
 def test_a_changed_address_renews_that_host_only(run_module, tmp_path) -> None:
@@ -410,10 +420,68 @@ def test_the_user_token_and_its_change(run_module, tmp_path) -> None:
     assert (root / "iris/token").read_text() == "first-user-token-0123456789\n"
     token_file.write_text("second-user-token-0123456789\n")
     changed = run_module("pipeline_credentials", args)
-    assert [change["path"] for change in changed["changes"]] == [str(root / "iris/token")]
-    assert (root / "iris/token").read_text() == "second-user-token-0123456789\nfirst-user-token-0123456789\n"
+    # A changed token waits in token.pending, as a rotated one does, until the deploy promotes it.
+    assert [change["path"] for change in changed["changes"]] == [str(root / "iris/token.pending")]
+    assert (root / "iris/token").read_text() == "first-user-token-0123456789\n"
+    pending = "second-user-token-0123456789\nfirst-user-token-0123456789\n"
+    assert (root / "iris/token.pending").read_text() == pending
     assert "user-token" not in json.dumps(changed)
     assert run_module("pipeline_credentials", args)["changed"] is False
+    assert run_module("pipeline_credentials", dict(args, promote_token=True))["changed"] is True
+    assert (root / "iris/token").read_text() == pending and not (root / "iris/token.pending").exists()
+    assert run_module("pipeline_credentials", args)["changed"] is False
+
+
+def test_a_pending_token_is_carried_on_and_promoted_once(run_module, tmp_path) -> None:
+    root = tmp_path / "credentials"
+    run_module("pipeline_credentials", arguments(root))
+    old = (root / "iris/token").read_text()
+    run_module("pipeline_credentials", arguments(root, rotate=True))
+    pending = (root / "iris/token.pending").read_text()
+    assert pending.splitlines()[1:] == old.splitlines()
+
+    # A deploy that stopped before its end: the next run, rotating again or not, carries the same token on.
+    for again in (arguments(root), arguments(root, rotate=True)):
+        result = run_module("pipeline_credentials", again)
+        assert result["service_token_file"] == str(root / "iris/token.pending"), result
+        assert (root / "iris/token.pending").read_text() == pending
+        assert (root / "iris/token").read_text() == old
+        assert str(root / "iris/token.pending") not in [change["path"] for change in result["changes"]]
+
+    # Check mode tells what the promotion would do and writes nothing.
+    checked = run_module("pipeline_credentials", arguments(root, promote_token=True), check_mode=True)
+    assert checked["changed"] is True
+    assert [change["path"] for change in checked["changes"]] == [
+        str(root / "iris/token"), str(root / "iris/token.pending")
+    ]  # fmt: skip
+    assert (root / "iris/token").read_text() == old and (root / "iris/token.pending").exists()
+
+    promoted = run_module("pipeline_credentials", arguments(root, promote_token=True))
+    assert promoted.get("failed") is not True, promoted
+    assert (promoted["changed"], promoted["token_file"]) == (True, str(root / "iris/token"))
+    assert (root / "iris/token").read_text() == pending and not (root / "iris/token.pending").exists()
+    assert stat.S_IMODE((root / "iris/token").stat().st_mode) == 0o600
+    assert_no_secret(promoted, root)
+    assert run_module("pipeline_credentials", arguments(root, promote_token=True))["changed"] is False
+    after = run_module("pipeline_credentials", arguments(root))
+    assert (after["changed"], after["token_pending"]) == (False, False)
+    assert after["service_token_file"] == str(root / "iris/token")
+
+    # A promotion stopped between its two steps leaves a pending file equal to the token: the next run
+    # removes it, and the services get the token file.
+    (root / "iris/token.pending").write_text(pending)
+    os.chmod(root / "iris/token.pending", 0o600)
+    cleaned = run_module("pipeline_credentials", arguments(root))
+    assert [change["path"] for change in cleaned["changes"]] == [str(root / "iris/token.pending")]
+    assert cleaned["service_token_file"] == str(root / "iris/token")
+    assert not (root / "iris/token.pending").exists()
+
+    # A pending file that holds no token is refused by name, and the token file is left alone.
+    (root / "iris/token.pending").write_text("\n")
+    refused = run_module("pipeline_credentials", arguments(root, promote_token=True))
+    assert refused.get("failed") is True
+    assert refused["msg"].startswith(f"promote_token: {root / 'iris/token.pending'} holds no usable token")
+    assert (root / "iris/token").read_text() == pending
 
 
 def test_diff_lists_file_names_never_contents(run_module, tmp_path, monkeypatch) -> None:
@@ -424,8 +492,11 @@ def test_diff_lists_file_names_never_contents(run_module, tmp_path, monkeypatch)
     assert first["diff"]["after"].splitlines()[:3] == [".: created", "iris: created", "iris/hosts: created"]
     assert "iris/hosts/edge1.key: new key (missing)" in first["diff"]["after"].splitlines()
     rotated = run_module("pipeline_credentials", arguments(root, rotate=True))
-    assert "iris/token\n" in rotated["diff"]["before"]
-    assert "iris/token: rotated (the previous token is line 2)" in rotated["diff"]["after"].splitlines()
+    assert "iris/hosts/edge1.key\n" in rotated["diff"]["before"]
+    assert (
+        "iris/token.pending: rotated (the previous token is line 2); pending until every service accepts it"
+        in rotated["diff"]["after"].splitlines()
+    )
     for result in (first, rotated):
         assert_no_secret(result, root)
     assert "diff" not in run_module("pipeline_credentials", arguments(root))
