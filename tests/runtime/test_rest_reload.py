@@ -120,10 +120,13 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
 def test_reload_moves_to_the_new_credentials_without_a_failed_request(
     runtimes: Runtimes, iris_models: IrisModels, pki: Pki, tmp_path: Path
 ) -> None:
+    """The reloaded service (reduce and classify, two workers) is called directly by one client (a new
+    connection per request) and, through a front service's hop (kept-alive connections), by another."""
     root = tmp_path / "service"
     port = free_port()
+    stages = iris_models.three_stages()
     config = base_config(
-        iris_models.three_stages(),
+        stages[1:],
         rest={"port": port, "workers": 2},
         security={"tls": pki.server_tls(), "auth": {"token_file": None}},
     )
@@ -136,7 +139,17 @@ def test_reload_moves_to_the_new_credentials_without_a_failed_request(
     service.base_url = f"https://127.0.0.1:{port}"
     service.http = pki.https_client()
     runtimes.started.append(service)
-    service.start().wait_ready()
+    service.start()
+    front_tokens = write_tokens(tmp_path / "front-token", "tok-old-token-0001")
+    front = runtimes.start(
+        base_config(
+            stages[:1],
+            rest={"next_hops": [f"https://127.0.0.1:{port}/predict"], "workers": 1},
+            security={"tls": pki.server_tls(), "auth": {"token_file": str(front_tokens)}},
+        ),
+        http=pki.https_client(),
+    )
+    service.wait_ready()
     assert service.proc is not None
     # Ready is one worker's answer; at the first start the other may still be loading (and answer 503).
     wait_until(lambda: service.log().count("loaded stage classify") == 2, 60, "both workers' stages loaded")
@@ -148,9 +161,14 @@ def test_reload_moves_to_the_new_credentials_without_a_failed_request(
     refused = http.request("POST", predict, json={"instances": ROW}, headers=bearer("tok-new-token-0002"))
     assert refused.status == 401
 
-    expected = iris_models.expected(iris_models.X[:1])
-    with Client(predict, pki.ca.cert, "tok-old-token-0001", expected) as client:
-        wait_until(lambda: client.answered >= 20, 60, "20 answers before the reload")
+    direct_expected = iris_models.pipeline[1:].predict(ROW).tolist()
+    with (
+        Client(predict, pki.ca.cert, "tok-old-token-0001", direct_expected) as direct,
+        Client(
+            front.base_url + "/predict", pki.ca.cert, "tok-old-token-0001", iris_models.expected(ROW)
+        ) as through_hop,
+    ):
+        wait_until(lambda: min(direct.answered, through_hop.answered) >= 20, 60, "answers before the reload")
         point_current(root, second)
         os.kill(master, signal.SIGHUP)
         wait_until(
@@ -158,9 +176,16 @@ def test_reload_moves_to_the_new_credentials_without_a_failed_request(
             60,
             "the rotated certificate served",
         )
-        answered_at_switch = client.answered
-        wait_until(lambda: client.answered >= answered_at_switch + 20, 60, "20 answers after the reload")
-    assert client.failures == [], (client.answered, client.failures[:10])
+        # Served by a new worker: the old ones are being retired; wait until they are gone.
+        wait_until(lambda: not worker_pids(master) & workers_before, 60, "the old workers retired")
+        at_switch = (direct.answered, through_hop.answered)
+        wait_until(
+            lambda: (direct.answered, through_hop.answered) >= (at_switch[0] + 20, at_switch[1] + 20),
+            60,
+            "20 answers after the reload",
+        )
+    assert direct.failures == [], (direct.answered, direct.failures[:10])
+    assert through_hop.failures == [], (through_hop.answered, through_hop.failures[:10])
 
     # The same master (the listeners stayed), only new workers, and they use the new release's files.
     assert service.proc.poll() is None and service.log_shows("reloaded " + str(second / "config.json"))

@@ -5,11 +5,13 @@ Loaded with ``-c python:mlpacker_runtime.rest.gunicorn_conf``; ``serve`` sets ML
 
 A reload (SIGHUP to the master: ``supervisorctl signal HUP``, ``systemctl reload``) is how a deploy moves a
 running service to a release that differs only by its credentials (a rotation), or to its restored secrets:
-the listening sockets stay, gunicorn starts new workers and stops the old ones gracefully, and connections
-arriving meanwhile wait in the listen backlog. gunicorn re-reads its settings on a reload, but a ``python:``
-config is a cached import, so ``on_reload`` runs this module again against the configuration the service's
-path names now (a new release's ``config.json`` names its own secrets files), and workers forked after a
-reload accept connections only once their stages are loaded (``post_worker_init``).
+the listening sockets stay, gunicorn starts new workers and the old ones stop gracefully. gunicorn re-reads
+its settings on a reload, but a ``python:`` config is a cached import, so ``on_reload`` runs this module again
+against the configuration the service's path names now (a new release's ``config.json`` names its own
+secrets files). Workers forked by a reload accept connections only once their stages are loaded, and only
+then retire an old worker each (``post_worker_init``): gunicorn alone stops the old workers right after it
+forks the new ones, which would leave no worker accepting while the new ones load (connections would wait in
+the listen backlog, and a next hop's TLS handshake gives up after 3 s).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import signal
 import ssl
 import sys
 from pathlib import Path
@@ -71,8 +74,11 @@ def ssl_context(conf: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:
     return _server_context if _server_context is not None else default_ssl_context_factory()
 
 
-# True in a master that has reloaded (and so in the workers it forks after): see post_worker_init.
+# Set by on_reload in the master, so also in the workers it forks after: whether it has reloaded, the
+# workers of the previous configuration the new ones retire (pids, oldest first), the first new one's age.
 _reloaded = False
+_retiring: list[int] = []
+_first_new_age = 0
 
 
 def on_reload(server: Any) -> None:
@@ -83,8 +89,9 @@ def on_reload(server: Any) -> None:
     master stops, and the supervisor starts the service again from its path (the deploy's health gate then
     reports it). Settings that need other listeners (bind, port) take a restart, not a reload.
     """
-    global _reloaded
+    global _reloaded, _retiring, _first_new_age
     previous = os.environ["MLPACKER_RUNTIME_CONFIG"]
+    old_workers = [pid for pid, worker in sorted(server.WORKERS.items(), key=lambda item: item[1].age)]
     given = os.environ.get(CONFIG_AS_GIVEN_ENV)
     if given:
         os.environ["MLPACKER_RUNTIME_CONFIG"] = str(Path(given).resolve())
@@ -105,25 +112,55 @@ def on_reload(server: Any) -> None:
         os.environ["MLPACKER_RUNTIME_CONFIG"] = previous
         server.log.exception("reload of %s failed: the service stops", previous)
         raise
-    server.num_workers = server.cfg.workers
     _reloaded = True
+    _retiring = old_workers
+    _first_new_age = server.worker_age + 1
+    # gunicorn stops every worker beyond num_workers, oldest first, right after it forks the new ones: counted
+    # in, the old workers keep serving until the new ones retire them; child_exit counts them out.
+    server.num_workers = len(old_workers) + server.cfg.workers
     server.log.info("reloaded %s", os.environ["MLPACKER_RUNTIME_CONFIG"])
 
 
 def post_worker_init(worker: Any) -> None:
-    """A worker forked by a reload accepts connections only once its stages are loaded.
+    """A worker forked by a reload accepts connections once its stages are loaded, and retires an old one.
 
     At the first start a worker accepts at once and answers /health/ready with 503 while it loads (the deploy
-    waits for 200). After a reload the old workers stop accepting as soon as the new ones are forked, and
-    clients are being served: a new worker that answered 503 would fail their requests. So it waits here,
-    before its accept loop, while connections queue in the listen backlog, and tells the master it is alive
-    (its worker timeout counts from its last notify). A worker told to stop meanwhile stops waiting.
+    waits for 200). After a reload clients are being served: a new worker that answered 503 would fail their
+    requests. So it waits here, before its accept loop, telling the master it is alive (its worker timeout
+    counts from its last notify), while the old workers serve. Loaded, it stops one old worker gracefully (it
+    finishes what it holds); the last new one stops any old one beyond, and a worker forked later (one that
+    replaced a new worker lost during the handover) whatever old one is left. A worker told to stop meanwhile
+    stops waiting.
     """
     if not _reloaded:
         return
     service = worker.wsgi.extensions["mlpacker_service"]
     while worker.alive and not service.wait_loaded(0.5):
         worker.notify()
+    if not worker.alive or not service.ready:
+        return  # stopping, or the stages failed to load (the loader ends the worker)
+    index = worker.age - _first_new_age
+    last = worker.cfg.workers - 1
+    if 0 <= index < last:
+        retired = _retiring[index : index + 1]
+    elif index == last:
+        retired = _retiring[index:]
+    else:
+        retired = _retiring
+    for pid in retired:
+        _retire(pid, worker.ppid)
+
+
+def _retire(pid: int, master: int) -> None:
+    """SIGTERM (gunicorn's graceful stop) to ``pid`` if it is still a worker of ``master``."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+            parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        if parent == master:
+            os.kill(pid, signal.SIGTERM)
+    except (OSError, IndexError, ValueError):
+        pass  # gone already
 
 
 def on_starting(server: Any) -> None:
@@ -135,6 +172,10 @@ def on_starting(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
+    """In the master, for every worker that ended: count out an old worker a reload kept."""
+    if worker.pid in _retiring:
+        _retiring.remove(worker.pid)
+        server.num_workers = max(server.cfg.workers, server.num_workers - 1)
     from prometheus_client import multiprocess
 
     if os.environ.get(MULTIPROC_ENV):
