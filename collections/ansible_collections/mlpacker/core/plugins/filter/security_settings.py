@@ -12,8 +12,10 @@ version_added: 0.1.0
 description:
   - C(mlpacker_security) over its defaults (C(tls) and C(auth) on, C(bind) empty = the address Ansible uses
     for each host plus loopback); O(insecure=true) (C(mlpacker_insecure)) turns TLS and auth off.
+  - C(mutual_tls) (mutual TLS on the entry service) is on when asked or when C(client_ca_file) is given.
   - Fails naming the setting for an unknown key, a value of the wrong type, a CA certificate without its key,
-    or mutual TLS without TLS.
+    mutual TLS without TLS, C(client_ca_file) with C(mutual_tls=false), or a C(client_ca_file) that cannot be
+    read or holds anything but PEM CA certificates.
 options:
   _input:
     description: The C(mlpacker_security) setting.
@@ -33,8 +35,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: C(tls), C(auth), C(bind) (a list), C(client_ca_file), C(ca_cert_file), C(ca_key_file),
-    C(token_file) and C(insecure).
+  description: C(tls), C(auth), C(bind) (a list), C(mutual_tls), C(client_ca_file), C(ca_cert_file),
+    C(ca_key_file), C(token_file) and C(insecure).
   type: dict
 """
 

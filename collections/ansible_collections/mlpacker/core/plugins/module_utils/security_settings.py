@@ -17,6 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "tls": True,
     "auth": True,
     "bind": "",
+    "mutual_tls": False,
     "client_ca_file": "",
     "ca_cert_file": "",
     "ca_key_file": "",
@@ -36,6 +37,32 @@ def _flag(field: str, value: Any) -> bool:
         raise SecuritySettingsError(f"{field}: expected true or false, got {value!r}") from None
 
 
+def _client_ca_problem(path: str) -> str | None:
+    """Why ``path`` is not a usable client CA file (PEM certificates of CAs), or None."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    try:
+        # cryptography comes with ansible-core; only the controller resolves the settings.
+        from cryptography import x509
+
+        certificates = x509.load_pem_x509_certificates(data)
+    except (ImportError, ValueError):
+        return f"{path} holds no PEM certificate"
+    for certificate in certificates:
+        try:
+            is_ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
+            return "{}: {} is not a CA certificate (no basicConstraints CA:TRUE)".format(
+                path, certificate.subject.rfc4514_string() or "a certificate"
+            )
+    return None
+
+
 def _bind(value: Any) -> list[str]:
     if value in ("", None, []):
         return []
@@ -52,8 +79,9 @@ def _bind(value: Any) -> list[str]:
 def resolve_security(settings: Any, insecure: Any = False) -> dict[str, Any]:
     """``mlpacker_security`` over its defaults; ``insecure`` turns ``tls`` and ``auth`` off.
 
-    The result has every key of DEFAULTS (``bind`` as a list, empty = per host, see listen_addresses) and
-    ``insecure``. Unknown keys and mismatched pairs fail naming the field.
+    The result has every key of DEFAULTS (``bind`` as a list, empty = per host, see listen_addresses;
+    ``mutual_tls`` true also when ``client_ca_file`` is given) and ``insecure``. Unknown keys, mismatched
+    pairs and a client CA file that is not PEM CA certificates fail naming the field.
     """
     if settings in (None, ""):
         settings = {}
@@ -81,8 +109,25 @@ def resolve_security(settings: Any, insecure: Any = False) -> dict[str, Any]:
         raise SecuritySettingsError(
             "mlpacker_security.ca_cert_file and ca_key_file: give both (the CA's certificate and key) or none"
         )
-    if resolved["client_ca_file"] and not resolved["tls"]:
-        raise SecuritySettingsError("mlpacker_security.client_ca_file: mutual TLS needs tls: true")
+    # Mutual TLS on the entry service: on with mutual_tls, or with the user's own client CA (client_ca_file);
+    # the entry then accepts client certificates of that CA and of the pipeline CA (the deploy's probes).
+    mutual_tls = _flag("mlpacker_security.mutual_tls", resolved["mutual_tls"])
+    if resolved["client_ca_file"]:
+        if "mutual_tls" in settings and not mutual_tls:
+            raise SecuritySettingsError(
+                "mlpacker_security.client_ca_file: given, but mutual_tls is false (set mutual_tls: true or "
+                "leave it out: a client CA turns mutual TLS on)"
+            )
+        mutual_tls = True
+    if mutual_tls and not resolved["tls"] and not is_insecure:
+        field = "client_ca_file" if resolved["client_ca_file"] else "mutual_tls"
+        raise SecuritySettingsError(f"mlpacker_security.{field}: mutual TLS needs tls: true")
+    if resolved["client_ca_file"] and not is_insecure:
+        problem = _client_ca_problem(resolved["client_ca_file"])
+        if problem:
+            raise SecuritySettingsError(f"mlpacker_security.client_ca_file: {problem}")
+    # mlpacker_insecure wins here too: no TLS, so no mutual TLS.
+    resolved["mutual_tls"] = mutual_tls and not is_insecure
     resolved["bind"] = _bind(resolved["bind"])
     resolved["insecure"] = is_insecure
     return resolved
