@@ -111,8 +111,9 @@ class RunResult:
 
     @property
     def credentials(self) -> dict[str, Any] | None:
-        """Where the deployment's credentials are on the controller (``ca_file``, ``token_file``, ``mqtt``:
-        paths to 0600 files, never the secrets), or None (an insecure deploy, or no deployment record)."""
+        """Where the deployment's credentials are on the controller (``ca_file``, ``token_file``, ``mqtt``,
+        and with mutual TLS on the entry service ``client_cert_file`` and ``client_key_file``: paths to 0600
+        files, never the secrets), or None (an insecure deploy, or no deployment record)."""
         if self.deployment is not None:
             return self.deployment.get("credentials")
         # status.yml publishes them from the controller's record

@@ -10,9 +10,12 @@ author: MLPacker contributors (@mlpacker)
 short_description: How a user reaches a deployed MLPacker pipeline
 version_added: 0.1.0
 description:
-  - What the deployment record adds for its user - C(security) (C(tls), C(auth)), C(credentials) (paths to the
-    controller's 0600 files, never their content - C(ca_file), C(token_file), C(mqtt) with C(username),
-    C(password_file), C(ca_file)) and C(client_commands), a working C(curl) line per REST entry point or the
+  - What the deployment record adds for its user - C(security) (C(tls), C(auth), and C(mutual_tls=true)
+    when the entry service requires a client certificate), C(credentials) (paths to the controller's 0600
+    files, never their content - C(ca_file), C(token_file), C(mqtt) with C(username), C(password_file),
+    C(ca_file), and with mutual TLS C(client_cert_file) and C(client_key_file)) and C(client_commands), a
+    working C(curl) line
+    (with C(--cert) and C(--key) under mutual TLS) per REST entry point or the
     C(mosquitto_sub) and C(mosquitto_pub) lines of a stream pipeline. The lines read the token and the
     password from their files when they run.
 options:
@@ -24,7 +27,7 @@ options:
     description: What M(mlpacker.core.pipeline_credentials) returned; V(null) for an insecure deploy.
     type: dict
   security:
-    description: The resolved security settings (C(tls), C(auth)).
+    description: The resolved security settings (C(tls), C(auth), C(mutual_tls)).
     type: dict
     required: true
 """

@@ -30,7 +30,8 @@ options:
     choices: [rest, stream]
     required: true
   security:
-    description: The resolved settings, C(tls), C(auth) and C(client_ca_file) (mutual TLS on the entry).
+    description: The resolved settings, C(tls), C(auth), C(mutual_tls) and C(client_ca_file) (mutual TLS on
+      the entry).
     type: dict
     required: true
   credentials:
@@ -43,6 +44,18 @@ options:
     description: Whether the service takes the pipeline's input (mutual TLS applies to it only).
     type: bool
     default: false
+  purpose:
+    description:
+      - V(service) - the files the service reads, for its secrets folder (C(root:<service user> 0640)). With
+        mutual TLS on the entry service (C(mutual_tls) or C(client_ca_file)), its C(client_ca.crt) is the
+        pipeline CA, followed by the user's C(client_ca_file) when given (then a C(content) entry).
+      - V(probe) - the client certificate and key the deploy's own probes (health gate, canary, status)
+        present to a service that requires one, C(client.crt) and C(client.key) from the pipeline's
+        credentials, for C(<release>/probe) (C(root:root 0600)); none when the service requires no client
+        certificate.
+    type: str
+    choices: [service, probe]
+    default: service
 """
 
 EXAMPLES = r"""
@@ -65,12 +78,19 @@ _value:
 from ansible.errors import AnsibleFilterError
 from ansible_collections.mlpacker.core.plugins.module_utils.service_secrets import (
     ServiceSecretsError,
+    probe_secrets,
     service_secrets,
 )
 
 
-def service_secrets_filter(service, mode, security, credentials=None, broker=None, entry=False):
+def service_secrets_filter(
+    service, mode, security, credentials=None, broker=None, entry=False, purpose="service"
+):
     try:
+        if purpose == "probe":
+            return probe_secrets(service, security=security, credentials=credentials, entry=bool(entry))
+        if purpose != "service":
+            raise ServiceSecretsError(f"purpose: expected service or probe, got {purpose!r}")
         return service_secrets(
             service, mode=mode, security=security, credentials=credentials, broker=broker, entry=bool(entry)
         )

@@ -14,7 +14,8 @@ SAMPLE_BODY = '{"instances": [[...]]}'
 def record_credentials(
     credentials: dict[str, Any] | None, security: dict[str, Any], broker: dict[str, Any] | None
 ) -> dict[str, Any] | None:
-    """The deployment record's ``credentials``: paths to 0600 files on the controller (None when insecure)."""
+    """The deployment record's ``credentials``: paths to 0600 files on the controller (None when insecure);
+    ``client_cert_file`` and ``client_key_file`` only with mutual TLS on the entry service."""
     if not credentials:
         return None
     access: dict[str, Any] = {
@@ -22,6 +23,11 @@ def record_credentials(
         "token_file": credentials.get("token_file") if security.get("auth") else None,
         "mqtt": None,
     }
+    if security.get("tls") and security.get("mutual_tls"):
+        # Mutual TLS on the entry service: the pipeline's client certificate, which it accepts.
+        client = credentials.get("client") or {}
+        access["client_cert_file"] = client.get("cert_file")
+        access["client_key_file"] = client.get("key_file")
     if broker and broker.get("managed"):
         client = (credentials.get("mqtt") or {}).get("client") or {}
         access["mqtt"] = {
@@ -46,6 +52,13 @@ def client_commands(record: dict[str, Any]) -> list[str]:
             parts = ["curl", "-sS", "--fail-with-body"]
             if access.get("ca_file"):
                 parts += ["--cacert", _quote(access["ca_file"])]
+            if access.get("client_cert_file"):
+                parts += [
+                    "--cert",
+                    _quote(access["client_cert_file"]),
+                    "--key",
+                    _quote(access["client_key_file"]),
+                ]
             if access.get("token_file"):
                 # The token is read when the line runs: it never appears in the record or the output.
                 parts += ["-H", '"Authorization: Bearer $(head -n1 {})"'.format(_quote(access["token_file"]))]
@@ -84,13 +97,16 @@ def client_commands(record: dict[str, Any]) -> list[str]:
 def client_access(
     record: dict[str, Any], credentials: dict[str, Any] | None, security: dict[str, Any]
 ) -> dict[str, Any]:
-    """What the deployment record adds for its user: ``security`` (tls, auth), ``credentials`` (paths) and
-    ``client_commands``."""
+    """What the deployment record adds for its user: ``security`` (tls, auth, and ``mutual_tls: true`` when
+    the entry service requires a client certificate), ``credentials`` (paths) and ``client_commands``."""
     with_credentials = dict(
         record, credentials=record_credentials(credentials, security, record.get("broker"))
     )
+    summary = {"tls": bool(security.get("tls")), "auth": bool(security.get("auth"))}
+    if summary["tls"] and security.get("mutual_tls"):
+        summary["mutual_tls"] = True
     return {
-        "security": {"tls": bool(security.get("tls")), "auth": bool(security.get("auth"))},
+        "security": summary,
         "credentials": with_credentials["credentials"],
         "client_commands": client_commands(with_credentials),
     }

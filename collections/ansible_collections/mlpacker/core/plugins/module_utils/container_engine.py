@@ -185,9 +185,22 @@ def free_port(address: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def is_ready(url: str, timeout: float = 3.0, ca_file: str | None = None) -> bool:
+def is_ready(
+    url: str,
+    timeout: float = 3.0,
+    ca_file: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+) -> bool:
     try:
-        with open_url(url, timeout=timeout, validate_certs=True, ca_path=ca_file) as answer:
+        with open_url(
+            url,
+            timeout=timeout,
+            validate_certs=True,
+            ca_path=ca_file,
+            client_cert=client_cert,
+            client_key=client_key,
+        ) as answer:
             return 200 <= answer.status < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -199,13 +212,16 @@ def wait_ready(
     still_running: Callable[[], bool],
     interval: float = 0.5,
     ca_file: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
 ) -> str | None:
     """Poll ``url`` until it answers 2xx; return None when ready, else why not (exited or timed out).
 
-    An https ``url`` is verified against ``ca_file`` (the pipeline CA)."""
+    An https ``url`` is verified against ``ca_file`` (the pipeline CA); ``client_cert`` and ``client_key`` are
+    presented to a service that requires a client certificate (mutual TLS)."""
     deadline = time.monotonic() + timeout
     while True:
-        if is_ready(url, ca_file=ca_file):
+        if is_ready(url, ca_file=ca_file, client_cert=client_cert, client_key=client_key):
             return None
         if not still_running():
             return "the container exited"

@@ -26,6 +26,9 @@ SECRET_NAMES = {
     "broker_client_cert": "broker_client.crt",
     "broker_client_key": "broker_client.key",
 }
+# The deploy's own probe credential (``<release>/probe``, root only): the pipeline's client certificate, which
+# the deploy's health checks present to a service that requires one (mutual TLS on the entry service).
+PROBE_NAMES = {"probe_cert": "client.crt", "probe_key": "client.key"}
 
 
 class ServiceSecretsError(ValueError):
@@ -46,7 +49,47 @@ def file_sha256(field: str, path: str) -> str:
 def _from_file(kind: str, field: str, path: Any) -> dict[str, Any]:
     if not isinstance(path, str) or not path:
         raise ServiceSecretsError(f"{field}: expected a file path, got {path!r}")
-    return {"kind": kind, "name": SECRET_NAMES[kind], "src": path, "sha256": file_sha256(field, path)}
+    name = SECRET_NAMES.get(kind) or PROBE_NAMES[kind]
+    return {"kind": kind, "name": name, "src": path, "sha256": file_sha256(field, path)}
+
+
+def _read_text(field: str, path: Any) -> str:
+    if not isinstance(path, str) or not path:
+        raise ServiceSecretsError(f"{field}: expected a file path, got {path!r}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServiceSecretsError(
+            f"{field}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+
+
+def requires_client_certificate(security: dict[str, Any], entry: bool) -> bool:
+    """Whether the service requires a client certificate: mutual TLS applies to the entry service only."""
+    return bool(
+        entry and security.get("tls") and (security.get("mutual_tls") or security.get("client_ca_file"))
+    )
+
+
+def _client_ca(security: dict[str, Any], credentials: dict[str, Any]) -> dict[str, Any]:
+    """The entry service's client CA: the pipeline CA (whose client certificate the deploy's probes present),
+    followed by the user's own client CA when given (``mlpacker_security.client_ca_file``)."""
+    if not security.get("client_ca_file"):
+        return _from_file("client_ca", "credentials.ca_file", credentials.get("ca_file"))
+    bundle = ""
+    for field, path in (
+        ("credentials.ca_file", credentials.get("ca_file")),
+        ("mlpacker_security.client_ca_file", security["client_ca_file"]),
+    ):
+        text = _read_text(field, path)
+        bundle += text if text.endswith("\n") else text + "\n"
+    return {
+        "kind": "client_ca",
+        "name": SECRET_NAMES["client_ca"],
+        "content": bundle,
+        "sha256": hashlib.sha256(bundle.encode("utf-8")).hexdigest(),
+    }
 
 
 def _from_value(kind: str, value: Any) -> dict[str, Any]:
@@ -70,7 +113,8 @@ def service_secrets(
 ) -> list[dict[str, Any]]:
     """The credential files of ``service`` (one entry of the plan's ``services``), in a stable order.
 
-    ``security``: the deploy's resolved settings (``tls``, ``auth``, ``client_ca_file``); ``credentials``:
+    ``security``: the deploy's resolved settings (``tls``, ``auth``, ``mutual_tls``, ``client_ca_file``);
+    ``credentials``:
     what mlpacker.core.pipeline_credentials returned (None for an insecure deploy); ``broker``: the services'
     broker in stream mode (``managed``, ``password``, ``tls``); ``entry``: the service takes the pipeline's
     input (mutual TLS applies to it only).
@@ -102,15 +146,34 @@ def service_secrets(
         files.append(
             _from_file("key", f"credentials.hosts.{service['host']}.key_file", host_files.get("key_file"))
         )
-        if entry and security.get("client_ca_file"):
-            files.append(
-                _from_file("client_ca", "mlpacker_security.client_ca_file", security["client_ca_file"])
-            )
+        if requires_client_certificate(security, entry):
+            files.append(_client_ca(security, credentials))
     if auth:
         files.append(_from_file("token", "credentials.token_file", credentials.get("token_file")))
     if mode == "stream":
         files += _broker_secrets(service, broker or {}, credentials, auth=auth)
     return files
+
+
+def probe_secrets(
+    service: dict[str, Any],
+    *,
+    security: dict[str, Any],
+    credentials: dict[str, Any] | None,
+    entry: bool = False,
+) -> list[dict[str, Any]]:
+    """The client certificate and key the deploy's probes (health gate, canary, status) present to ``service``
+    when it requires one (mutual TLS on the entry service), else nothing. They go to ``<release>/probe``
+    (root only, 0600), never into the service's secrets folder: the service's user cannot read them."""
+    if not isinstance(service, dict) or "id" not in service:
+        raise ServiceSecretsError(f"service: expected a plan service with an 'id', got {service!r}")
+    if not requires_client_certificate(security, entry):
+        return []
+    client = (credentials or {}).get("client") or {}
+    return [
+        _from_file("probe_cert", "credentials.client.cert_file", client.get("cert_file")),
+        _from_file("probe_key", "credentials.client.key_file", client.get("key_file")),
+    ]
 
 
 def _broker_secrets(

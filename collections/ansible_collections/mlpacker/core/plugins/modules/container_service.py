@@ -96,6 +96,13 @@ options:
     description: With O(ready_scheme=https), the CA (a path on the host) the service's certificate is verified
       against.
     type: path
+  ready_client_cert:
+    description: With O(ready_scheme=https), the client certificate (a path on the host) the readiness check
+      presents to a service that requires one (mutual TLS); with O(ready_client_key).
+    type: path
+  ready_client_key:
+    description: The key of O(ready_client_cert) (a path on the host, readable by root only).
+    type: path
   restart_policy:
     description: Docker restart policy.
     type: str
@@ -225,6 +232,8 @@ class Rollout:
             self.params["ready_timeout"],
             lambda: self.running(name),
             ca_file=self.params["ready_ca_file"],
+            client_cert=self.params["ready_client_cert"],
+            client_key=self.params["ready_client_key"],
         )
         if problem is None:
             return None
@@ -378,6 +387,8 @@ def main() -> None:
             "ready_timeout": {"type": "int", "default": 60},
             "ready_scheme": {"type": "str", "choices": ["http", "https"], "default": "http"},
             "ready_ca_file": {"type": "path"},
+            "ready_client_cert": {"type": "path"},
+            "ready_client_key": {"type": "path", "no_log": False},
             "restart_policy": {"type": "str", "default": "unless-stopped"},
             "user": {"type": "str"},
             "cpus": {"type": "str"},
@@ -391,6 +402,7 @@ def main() -> None:
             "log_lines": {"type": "int", "default": 40},
         },
         required_if=[("state", "started", ["image"])],
+        required_together=[("ready_client_cert", "ready_client_key")],
         supports_check_mode=True,
     )
     if module.params["network_mode"] == "host" and module.params["published_ports"]:

@@ -82,3 +82,36 @@ def test_no_secret_value_can_reach_the_record(tmp_path: Any) -> None:
     token.write_text("s3cr3t-token\n")
     access = client_access(REST, dict(CREDENTIALS, token_file=str(token)), SECURE)
     assert "s3cr3t-token" not in repr(access)
+
+
+CLIENT = {
+    "cert_file": "/home/me/.mlpacker/credentials/my iris/client.crt",
+    "key_file": "/home/me/.mlpacker/credentials/my iris/client.key",
+}
+
+
+@pytest.mark.parametrize(
+    ("security", "with_client"),
+    [
+        (dict(SECURE, mutual_tls=True), True),
+        (dict(SECURE, mutual_tls=True, client_ca_file="/etc/pki/clients.pem"), True),
+        (dict(SECURE, mutual_tls=False), False),
+        ({"tls": False, "auth": True, "mutual_tls": True}, False),
+    ],
+    ids=["mutual-tls", "own-client-ca", "off", "no-tls-no-mutual-tls"],
+)
+def test_mutual_tls_record_gives_the_client_certificate(security: dict[str, Any], with_client: bool) -> None:
+    access = client_access(REST, dict(CREDENTIALS, client=CLIENT), security)
+    (line,) = access["client_commands"]
+    argv = shlex.split(line)
+    if with_client:
+        assert access["security"] == {"tls": True, "auth": True, "mutual_tls": True}
+        assert access["credentials"]["client_cert_file"] == CLIENT["cert_file"]
+        assert access["credentials"]["client_key_file"] == CLIENT["key_file"]
+        # Quoted for the shell: the path with a space comes back whole.
+        assert argv[argv.index("--cert") + 1] == CLIENT["cert_file"]
+        assert argv[argv.index("--key") + 1] == CLIENT["key_file"]
+    else:
+        assert "mutual_tls" not in access["security"]
+        assert "client_cert_file" not in access["credentials"]
+        assert "--cert" not in argv and "--key" not in argv

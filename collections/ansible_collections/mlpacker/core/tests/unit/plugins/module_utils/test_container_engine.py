@@ -201,3 +201,75 @@ def test_engine_lock_without_a_writable_place_goes_on_unlocked(tmp_path: Path) -
     with engine_lock(exclusive=True, path=str(tmp_path / "missing" / "engine.lock")):
         ran.append(True)
     assert ran == [True]
+
+
+@pytest.fixture(scope="module")
+def mutual_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, dict[str, str]]]:
+    """A real HTTPS server whose /health/ready answers 200 to clients with a certificate of its CA only."""
+    import datetime
+    import ssl
+
+    from ansible_collections.mlpacker.core.plugins.module_utils import pki
+
+    folder = tmp_path_factory.mktemp("mtls")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, ca = pki.make_ca("pipeline", 2, now)
+    other_key, other = pki.make_ca("other", 2, now)
+    server_sans = pki.subject_alt_names("127.0.0.1", "localhost")
+    files = {}
+    for stem, (key, certificate) in {
+        "ca": (ca_key, ca),
+        "server": pki.issue_certificate(ca_key, ca, "localhost", server_sans, 2, now, ("server",)),
+        "client": pki.issue_certificate(ca_key, ca, "probe", [], 2, now, ("client",)),
+        "stranger": pki.issue_certificate(other_key, other, "stranger", [], 2, now, ("client",)),
+    }.items():
+        (folder / f"{stem}.crt").write_bytes(pki.certificate_pem(certificate))
+        (folder / f"{stem}.key").write_bytes(pki.private_key_pem(key))
+        files[stem] = str(folder / f"{stem}.crt")
+        files[f"{stem}_key"] = str(folder / f"{stem}.key")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files["server"], files["server_key"])
+    context.load_verify_locations(cafile=files["ca"])
+    context.verify_mode = ssl.CERT_REQUIRED
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], files
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("client", "ready"),
+    [("client", True), (None, False), ("stranger", False)],
+    ids=["pipeline-client-certificate", "no-certificate", "another-cas-certificate"],
+)
+def test_readiness_presents_the_client_certificate(
+    mutual_tls_server: tuple[int, dict[str, str]], client: str | None, ready: bool
+) -> None:
+    port, files = mutual_tls_server
+    problem = wait_ready(
+        f"https://127.0.0.1:{port}/health/ready",
+        0.3,
+        lambda: True,
+        interval=0.05,
+        ca_file=files["ca"],
+        client_cert=files[client] if client else None,
+        client_key=files[f"{client}_key"] if client else None,
+    )
+    if ready:
+        assert problem is None
+    else:
+        assert problem is not None and "was not ready within" in problem

@@ -13,6 +13,7 @@ import pytest
 from ansible_collections.mlpacker.core.plugins.module_utils.service_secrets import (
     ServiceSecretsError,
     mqtt_username,
+    probe_secrets,
     service_secrets,
 )
 
@@ -166,3 +167,86 @@ def test_an_insecure_service_needs_no_host() -> None:
     )
     with pytest.raises(ServiceSecretsError, match="expected a plan service with an 'id' and a 'host'"):
         service_secrets({"id": "fx"}, mode="rest", security=SECURE, credentials={})
+
+
+@pytest.mark.parametrize(
+    ("security", "entry", "mode", "client_ca", "probe"),
+    [
+        (dict(SECURE, mutual_tls=True), True, "rest", "pipeline-ca", True),
+        (dict(SECURE, mutual_tls=True, client_ca_file="OWN"), True, "rest", "pipeline-ca+own", True),
+        (dict(SECURE, client_ca_file="OWN"), True, "rest", "pipeline-ca+own", True),
+        (dict(SECURE, mutual_tls=True), False, "rest", None, False),
+        (dict(SECURE, mutual_tls=False), True, "rest", None, False),
+        ({"tls": False, "auth": True, "mutual_tls": True}, True, "rest", None, False),
+    ],
+    ids=["pipeline-ca", "own-and-pipeline-ca", "own-ca-alone-turns-it-on", "not-the-entry", "off", "no-tls"],
+)
+def test_mutual_tls_client_ca_and_probe_files(
+    credentials: dict[str, Any],
+    tmp_path: Path,
+    security: dict[str, Any],
+    entry: bool,
+    mode: str,
+    client_ca: str | None,
+    probe: bool,
+) -> None:
+    own = tmp_path / "clients.pem"
+    own.write_text("own clients CA")  # no final newline: the bundle adds one
+    credentials = dict(
+        credentials,
+        client={"cert_file": str(tmp_path / "client.crt"), "key_file": str(tmp_path / "client.key")},
+    )
+    (tmp_path / "client.crt").write_text("client certificate\n")
+    (tmp_path / "client.key").write_text("client key\n")
+    if security.get("client_ca_file") == "OWN":
+        security = dict(security, client_ca_file=str(own))
+    files = service_secrets(SERVICE, mode=mode, security=security, credentials=credentials, entry=entry)
+    by_name = {entry_["name"]: entry_ for entry_ in files}
+    if client_ca is None:
+        assert "client_ca.crt" not in by_name
+    elif client_ca == "pipeline-ca":
+        assert by_name["client_ca.crt"]["src"] == credentials["ca_file"]
+    else:
+        # The pipeline CA first (the deploy's probes present its client certificate), then the user's CA.
+        bundle = by_name["client_ca.crt"]
+        assert bundle["content"] == "content of ca.crt\nown clients CA\n"
+        assert bundle["sha256"] == hashlib.sha256(bundle["content"].encode()).hexdigest()
+        assert "src" not in bundle
+    probes = probe_secrets(SERVICE, security=security, credentials=credentials, entry=entry)
+    if probe:
+        assert [(item["kind"], item["name"], item["src"]) for item in probes] == [
+            ("probe_cert", "client.crt", str(tmp_path / "client.crt")),
+            ("probe_key", "client.key", str(tmp_path / "client.key")),
+        ]
+        assert probes[1]["sha256"] == hashlib.sha256(b"client key\n").hexdigest()
+    else:
+        assert probes == []
+    # The probe's files never go to the service's secrets folder.
+    assert not {"client.crt", "client.key"} & set(by_name)
+
+
+@pytest.mark.parametrize(
+    ("client", "message"),
+    [
+        (None, "credentials.client.cert_file: expected a file path, got None"),
+        (
+            {"cert_file": "/nonexistent/client.crt", "key_file": "/x"},
+            "credentials.client.cert_file: cannot read",
+        ),
+    ],
+    ids=["no-client-certificate", "unreadable"],
+)
+def test_probe_files_fail_naming_the_field(credentials: dict[str, Any], client: Any, message: str) -> None:
+    with pytest.raises(ServiceSecretsError, match=re.escape(message)):
+        probe_secrets(
+            SERVICE,
+            security=dict(SECURE, mutual_tls=True),
+            credentials=dict(credentials, client=client),
+            entry=True,
+        )
+
+
+def test_unreadable_own_client_ca_fails_naming_the_field(credentials: dict[str, Any]) -> None:
+    security = dict(SECURE, mutual_tls=True, client_ca_file="/nonexistent/clients.pem")
+    with pytest.raises(ServiceSecretsError, match=re.escape("mlpacker_security.client_ca_file: cannot read")):
+        service_secrets(SERVICE, mode="rest", security=security, credentials=credentials, entry=True)
