@@ -119,6 +119,11 @@ def test_rendered_units_pass_systemd_analyze_verify(tmp_path: Path, mode: str) -
     assert f"ExecStart={release}/venv/bin/mlpacker-runtime serve" in canary
     port_variable = "MLPACKER_REST_PORT" if mode == "rest" else "MLPACKER_STREAM_HEALTH_PORT"
     assert f"Environment={port_variable}=40123" in canary
+    # REST: `systemctl reload` is gunicorn's reload (SIGHUP to the master), how a deploy moves the service to
+    # rotated credentials; a stream consumer has none (SIGHUP would end it), nor has a canary.
+    reloads = [line for line in service.splitlines() if line.startswith("ExecReload=")]
+    assert reloads == (["ExecReload=/bin/kill -HUP $MAINPID"] if mode == "rest" else []), reloads
+    assert not [line for line in canary.splitlines() if line.startswith("ExecReload=")]
     verify = subprocess.run(
         ["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True, check=False
     )
