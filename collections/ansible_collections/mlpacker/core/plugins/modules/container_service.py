@@ -79,6 +79,13 @@ options:
     description: Health-check a canary before replacing a serving container.
     type: bool
     default: true
+  restart:
+    description:
+      - Restart the container even when its image and settings are unchanged, because a file it reads at start
+        changed (for example the credentials in a mounted folder, rewritten by a redeploy), and wait until it
+        is ready again. A container that is created or replaced starts fresh anyway.
+    type: bool
+    default: false
   ready_path:
     description: HTTP path answered with 2xx once the service is ready.
     type: str
@@ -175,7 +182,7 @@ container_id:
   returned: always
   type: str
 operation:
-  description: V(none), V(created), V(started), V(replaced) or V(removed).
+  description: V(none), V(created), V(started), V(restarted) (O(restart)), V(replaced) or V(removed).
   returned: always
   type: str
 spec_hash:
@@ -300,11 +307,12 @@ class Rollout:
 
         if current is not None and current["Config"]["Labels"].get(SPEC_HASH_LABEL) == digest:
             result["container_id"] = current["Id"]
-            if current["State"].get("Running"):
+            running = bool(current["State"].get("Running"))
+            if running and not self.params["restart"]:
                 return result
-            result.update(changed=True, operation="started")
+            result.update(changed=True, operation="restarted" if running else "started")
             if not self.module.check_mode:
-                self.docker.run(["start", self.name])
+                self.docker.run(["restart", "--time", "10", self.name] if running else ["start", self.name])
                 problem = self.wait(self.name, port)
                 if problem:
                     self.module.fail_json(
@@ -383,6 +391,7 @@ def main() -> None:
             "port_env": {"type": "list", "elements": "str", "default": []},
             "canary_env": {"type": "dict", "default": {}},
             "canary": {"type": "bool", "default": True},
+            "restart": {"type": "bool", "default": False},
             "ready_path": {"type": "str", "default": "/health/ready"},
             "ready_timeout": {"type": "int", "default": 60},
             "ready_scheme": {"type": "str", "choices": ["http", "https"], "default": "http"},
