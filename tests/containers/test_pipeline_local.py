@@ -62,7 +62,9 @@ from tests.deploy.helpers import (
 )
 from tests.outcomes import skip_missing
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.mqtt]
+# The module's fixture deploys four pipelines in containers before its first test: pytest's 600 s per-test
+# limit (a guard against hangs) would count all four deploys against that one test.
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.mqtt, pytest.mark.timeout(1500)]
 
 COMBINATIONS = ["rest-atomic", "rest-distributed", "stream-atomic", "stream-distributed"]
 # The managed broker's TLS listener (its plain 1883 one exists only with mlpacker_insecure).
