@@ -250,3 +250,37 @@ def test_unreadable_own_client_ca_fails_naming_the_field(credentials: dict[str, 
     security = dict(SECURE, mutual_tls=True, client_ca_file="/nonexistent/clients.pem")
     with pytest.raises(ServiceSecretsError, match=re.escape("mlpacker_security.client_ca_file: cannot read")):
         service_secrets(SERVICE, mode="rest", security=security, credentials=credentials, entry=True)
+
+
+@pytest.mark.parametrize(
+    ("purpose", "names_"),
+    [
+        ("service", ["ca.crt", "server.crt", "server.key", "client_ca.crt", "token"]),
+        ("probe", ["client.crt", "client.key"]),
+    ],
+    ids=["service", "probe"],
+)
+def test_the_filter_gives_the_files_of_each_purpose(
+    credentials: dict[str, Any], tmp_path: Path, purpose: str, names_: list[str]
+) -> None:
+    from ansible_collections.mlpacker.core.plugins.filter.service_secrets import service_secrets_filter
+
+    (tmp_path / "client.crt").write_text("client certificate\n")
+    (tmp_path / "client.key").write_text("client key\n")
+    credentials = dict(
+        credentials,
+        client={"cert_file": str(tmp_path / "client.crt"), "key_file": str(tmp_path / "client.key")},
+    )
+    security = dict(SECURE, mutual_tls=True)
+    files = service_secrets_filter(SERVICE, "rest", security, credentials, entry=True, purpose=purpose)
+    assert names(files) == names_
+
+
+def test_the_filter_refuses_an_unknown_purpose(credentials: dict[str, Any]) -> None:
+    from ansible.errors import AnsibleFilterError
+    from ansible_collections.mlpacker.core.plugins.filter.service_secrets import service_secrets_filter
+
+    with pytest.raises(
+        AnsibleFilterError, match=re.escape("purpose: expected service or probe, got 'probes'")
+    ):
+        service_secrets_filter(SERVICE, "rest", SECURE, credentials, entry=True, purpose="probes")
