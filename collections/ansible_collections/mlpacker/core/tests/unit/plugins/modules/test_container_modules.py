@@ -92,3 +92,61 @@ def test_image_build_is_idempotent_and_prune_removes_only_labelled(run_module, t
         )
     finally:
         subprocess.run(["docker", "image", "rm", "-f", name], capture_output=True, check=False)
+
+
+def _started_at(name: str) -> str:
+    return subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.StartedAt}}", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+@pytest.mark.docker
+@needs_docker
+def test_restart_restarts_an_unchanged_container_that_reads_rewritten_files(
+    run_module, tmp_path: Path, unused_port: int
+) -> None:
+    """A redeploy that rewrote the files a serving container reads at start (its mounted credentials) asks
+    for a restart: the same container restarts and is ready again; without it, nothing happens."""
+    base = "mlpacker-base:bookworm"
+    if subprocess.run(["docker", "image", "inspect", base], capture_output=True, check=False).returncode != 0:
+        pytest.skip(
+            f"missing component {base}: not in the engine (the test bed and the container tests build it;"
+            " by hand: python -m tests.testbed build-image)"
+        )
+    served = tmp_path / "srv"
+    (served / "health").mkdir(parents=True)
+    (served / "health" / "ready").write_text("ready\n")
+    served.chmod(0o755)
+    (served / "health").chmod(0o755)
+    name = f"mlpacker-unit-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    args = {
+        "name": name,
+        "image": base,
+        "container_port": 8080,
+        "published_ports": [f"127.0.0.1:{unused_port}:8080"],
+        "mounts": [f"{served}:/srv:ro"],
+        "command": ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "/srv"],
+        "ready_timeout": 60,
+    }
+    try:
+        created = run_module("container_service", args)
+        assert created.get("changed") and created["operation"] == "created", created
+        unchanged = run_module("container_service", args)
+        assert (unchanged.get("changed"), unchanged["operation"]) == (False, "none"), unchanged
+        started_at = _started_at(name)
+
+        (served / "health" / "ready").write_text("ready, with rewritten files\n")
+        checked = run_module("container_service", dict(args, restart=True), check_mode=True)
+        assert (checked.get("changed"), checked["operation"]) == (True, "restarted"), checked
+        assert _started_at(name) == started_at
+        restarted = run_module("container_service", dict(args, restart=True))
+        assert (restarted.get("changed"), restarted["operation"]) == (True, "restarted"), restarted
+        assert restarted["container_id"] == created["container_id"]
+        assert _started_at(name) != started_at
+        again = run_module("container_service", args)
+        assert (again.get("changed"), again["operation"]) == (False, "none"), again
+    finally:
+        run_module("container_service", {"name": name, "state": "absent", "container_port": 8080})
