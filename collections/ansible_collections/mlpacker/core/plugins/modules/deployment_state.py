@@ -65,6 +65,19 @@ options:
     type: list
     elements: str
     default: []
+  health_ca_file:
+    description:
+      - O(state=query) only. CA certificate file that C(https) O(health_urls) are verified against (the
+        pipeline's CA on the host); the system's trust store when not given.
+    type: path
+  health_client_cert:
+    description:
+      - O(state=query) only. Client certificate presented to the services of O(health_urls) that ask for one
+        (mutual TLS); a service that does not ask never sees it.
+    type: path
+  health_client_key:
+    description: Key of O(health_client_cert).
+    type: path
   health_timeout:
     description: Seconds to wait for each of O(health_urls).
     type: float
@@ -97,6 +110,18 @@ EXAMPLES = r"""
     prune: [".wheelhouse/*", "*/releases/*/wheelhouse"]
     containers: [mlpacker-iris-classify]
     health_urls: ["http://127.0.0.1:8002/health/ready"]
+  register: deployed
+
+- name: The same for HTTPS services, the entry one asking for a client certificate
+  mlpacker.core.deployment_state:
+    path: /opt/mlpacker/iris/.deployed.json
+    fingerprint: "{{ host_fingerprint }}"
+    tree: /opt/mlpacker/iris
+    prune: [".venvs/*", ".wheelhouse/*"]
+    health_urls: ["https://127.0.0.1:8000/health/ready"]
+    health_ca_file: /opt/mlpacker/iris/iris-scale/current/secrets/ca.crt
+    health_client_cert: /opt/mlpacker/iris/iris-scale/current/probe/client.crt
+    health_client_key: /opt/mlpacker/iris/iris-scale/current/probe/client.key
   register: deployed
 
 - name: Record the deployment once it has succeeded
@@ -168,11 +193,19 @@ def read_record(path):
     return record, None
 
 
-def unhealthy(urls, timeout):
+def unhealthy(urls, timeout, ca_file=None, client_cert=None, client_key=None):
     reasons = []
     for url in urls:
         try:
-            status = open_url(url, method="GET", timeout=timeout, follow_redirects="none").getcode()
+            status = open_url(
+                url,
+                method="GET",
+                timeout=timeout,
+                follow_redirects="none",
+                ca_path=ca_file,
+                client_cert=client_cert,
+                client_key=client_key,
+            ).getcode()
         except urllib.error.HTTPError as exc:
             status = exc.code
         except Exception as exc:  # pylint: disable=broad-except
@@ -193,7 +226,14 @@ def query(module, manifest):
     reasons = manifest_differences(record["manifest"], manifest)
     if reasons:
         return reasons
-    return unhealthy(module.params["health_urls"], module.params["health_timeout"])
+    params = module.params
+    return unhealthy(
+        params["health_urls"],
+        params["health_timeout"],
+        params["health_ca_file"],
+        params["health_client_cert"],
+        params["health_client_key"],
+    )
 
 
 def record(module, manifest):
@@ -226,9 +266,13 @@ def main():
             "files": {"type": "list", "elements": "path", "default": []},
             "containers": {"type": "list", "elements": "str", "default": []},
             "health_urls": {"type": "list", "elements": "str", "default": []},
+            "health_ca_file": {"type": "path"},
+            "health_client_cert": {"type": "path"},
+            "health_client_key": {"type": "path"},
             "health_timeout": {"type": "float", "default": 3},
             "state": {"type": "str", "choices": ["query", "present"], "default": "query"},
         },
+        required_together=[("health_client_cert", "health_client_key")],
         supports_check_mode=True,
     )
     try:

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import json
 import shutil
+import ssl
 import subprocess
 import threading
 import uuid
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ansible_collections.mlpacker.core.plugins.module_utils import pki
 
 
 @pytest.fixture()
@@ -32,6 +35,59 @@ def ready_server():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _write_pem(path: Path, key: Any, certificate: Any) -> tuple[str, str]:
+    path.with_suffix(".crt").write_bytes(pki.certificate_pem(certificate))
+    path.with_suffix(".key").write_bytes(pki.private_key_pem(key))
+    return str(path.with_suffix(".crt")), str(path.with_suffix(".key"))
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A pipeline-like CA with a server certificate for 127.0.0.1 and a client certificate; another CA."""
+    folder = tmp_path_factory.mktemp("tls")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, ca_cert = pki.make_ca("test CA", 30, now)
+    other_key, other_cert = pki.make_ca("other CA", 30, now)
+    files = {
+        "ca": _write_pem(folder / "ca", ca_key, ca_cert)[0],
+        "other_ca": _write_pem(folder / "other", other_key, other_cert)[0],
+    }
+    sans = pki.subject_alt_names("127.0.0.1", "localhost")
+    server = pki.issue_certificate(ca_key, ca_cert, "server", sans, 30, now, ("server",))
+    files["server_cert"], files["server_key"] = _write_pem(folder / "server", *server)
+    client = pki.issue_certificate(ca_key, ca_cert, "client", [], 30, now, ("client",))
+    files["client_cert"], files["client_key"] = _write_pem(folder / "client", *client)
+    return files
+
+
+@pytest.fixture(params=["tls", "mutual-tls"])
+def https_ready_server(request: pytest.FixtureRequest, tls_files: dict[str, str]):
+    """The ready server over HTTPS with the CA's server certificate; "mutual-tls" also requires a client
+    certificate of that CA. -> (base URL, whether a client certificate is required)"""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self.send_response(200 if self.path == "/health/ready" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_files["server_cert"], tls_files["server_key"])
+    mutual = request.param == "mutual-tls"
+    if mutual:
+        context.load_verify_locations(tls_files["ca"])
+        context.verify_mode = ssl.CERT_REQUIRED
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}", mutual
     server.shutdown()
     server.server_close()
 
@@ -86,6 +142,51 @@ def test_query_names_what_differs(
     result = run_module("deployment_state", state_args(tmp_path, **overrides))
     assert result["in_sync"] is False
     assert any(reason in text for text in result["reasons"]), result["reasons"]
+
+
+@pytest.mark.parametrize(
+    ("ca", "client", "in_sync"),
+    [
+        ("ca", True, True),
+        ("ca", False, None),  # None: in sync only where the server requires no client certificate
+        ("other_ca", True, False),
+        (None, True, False),
+    ],
+    ids=["pipeline-ca", "no-client-certificate", "other-ca", "system-trust-store"],
+)
+def test_https_health_checks_verify_the_ca_and_present_the_client_certificate(
+    run_module,
+    tmp_path: Path,
+    tls_files: dict[str, str],
+    https_ready_server,
+    ca: str | None,
+    client: bool,
+    in_sync: bool | None,
+) -> None:
+    url, mutual = https_ready_server
+    assert run_module("deployment_state", state_args(tmp_path, state="present"))["changed"] is True
+    overrides: dict[str, Any] = {"health_urls": [url + "/health/ready"]}
+    if ca:
+        overrides["health_ca_file"] = tls_files[ca]
+    if client:
+        overrides["health_client_cert"] = tls_files["client_cert"]
+        overrides["health_client_key"] = tls_files["client_key"]
+    result = run_module("deployment_state", state_args(tmp_path, **overrides))
+    expected = (not mutual) if in_sync is None else in_sync
+    assert result["in_sync"] is expected, result["reasons"]
+    if not expected:
+        assert result["reasons"] and result["reasons"][0].startswith(url), result["reasons"]
+
+
+def test_a_client_certificate_without_its_key_is_refused(
+    run_module, tmp_path: Path, tls_files: dict[str, str]
+) -> None:
+    result = run_module("deployment_state", state_args(tmp_path, health_client_cert=tls_files["client_cert"]))
+    assert (
+        result["failed"] is True
+        and "health_client_cert" in result["msg"]
+        and "health_client_key" in result["msg"]
+    )
 
 
 def test_unwritable_record_fails_naming_the_path(run_module, tmp_path: Path) -> None:
