@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import json
+import shlex
 import socket
+import stat
 import subprocess
 import sys
 import uuid
@@ -14,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests.testbed import BASE_IMAGE, Testbed
-from tests.testbed.testbed import DOCKER_BIP_PREFIX, TestbedError, debian_mirror
+from tests.testbed.testbed import (
+    DOCKER_BIP_PREFIX,
+    TestbedError,
+    debian_mirror,
+    ensure_broker_credentials,
+    mqtt_connect,
+    tcp_open,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
@@ -96,16 +105,25 @@ def test_hosts_reach_the_broker(testbed: Testbed) -> None:
     assert testbed.broker_host == testbed.address("broker1")
     topic = f"mlpacker-testbed/{uuid.uuid4().hex}"
     publishers = ["edge1", "edge2", "fog1", "cloud1"]
+    files = testbed.broker_files
+    # What a user hands a host for their broker: its CA and the password (the controller's files are hidden
+    # from the hosts).
+    remote_ca, remote_password = "/tmp/testbed-broker-ca.crt", "/tmp/testbed-broker-password"
+    tls = ["-h", testbed.broker_host, "-p", str(testbed.broker_port), "--cafile"]
+    login = ["-u", testbed.broker_username, "-P", testbed.broker_password]
     try:
         for name in publishers:
+            testbed.run(name, f"cat > {remote_ca}", input=files["ca_file"].read_text())
+            testbed.run(name, f"umask 077; cat > {remote_password}", input=testbed.broker_password)
             # retained, so the controller's subscriber gets it without racing the publishers
             testbed.ssh(
                 name,
-                f"mosquitto_pub -h {testbed.broker_host} -p {testbed.broker_port} -q 1 -r "
-                f"-t {topic}/{name} -m from-$(hostname)",
+                f"mosquitto_pub -h {testbed.broker_host} -p {testbed.broker_port} --cafile {remote_ca}"
+                f' -u {testbed.broker_username} -P "$(cat {remote_password})"'
+                f" -q 1 -r -t {topic}/{name} -m from-$(hostname)",
             )
         received = subprocess.run(
-            ["mosquitto_sub", "-h", testbed.broker_host, "-p", str(testbed.broker_port)]
+            ["mosquitto_sub", *tls, str(files["ca_file"]), *login]
             + ["-t", f"{topic}/#", "-v", "-C", str(len(publishers)), "-W", "20"],
             capture_output=True,
             text=True,
@@ -115,12 +133,44 @@ def test_hosts_reach_the_broker(testbed: Testbed) -> None:
         assert sorted(received.stdout.splitlines()) == sorted(f"{topic}/{n} from-{n}" for n in publishers)
     finally:
         for name in publishers:  # clear the retained messages
+            testbed.run(name, f"rm -f {remote_ca} {remote_password}", check=False)
             subprocess.run(
-                ["mosquitto_pub", "-h", testbed.broker_host, "-p", str(testbed.broker_port)]
-                + ["-r", "-n", "-t", f"{topic}/{name}"],
+                ["mosquitto_pub", *tls, str(files["ca_file"]), *login, "-r", "-n", "-t", f"{topic}/{name}"],
                 capture_output=True,
                 timeout=30,
             )
+
+
+def test_the_broker_is_a_secured_users_broker(testbed: Testbed) -> None:
+    # broker1's Mosquitto is the tests' "user's own broker": TLS with the test bed's CA, a password, no
+    # anonymous client; the second listener also requires a client certificate of that CA.
+    host, files = testbed.broker_host, testbed.broker_files
+    ca = {"ca_file": files["ca_file"]}
+    user, password = testbed.broker_username, testbed.broker_password
+    certificate = {"cert_file": files["client_cert_file"], "key_file": files["client_key_file"]}
+    port, cert_port = testbed.broker_port, testbed.broker_cert_port
+    assert mqtt_connect(host, port, **ca) == "refused 5"  # anonymous: CONNACK "not authorised"
+    assert mqtt_connect(host, port, **ca, username=user, password=password + "-wrong") == "refused 5"
+    assert mqtt_connect(host, port, **ca, username=user, password=password) == "accepted"
+    assert mqtt_connect(host, cert_port, **ca, username=user, password=password).startswith("no CONNACK")
+    assert mqtt_connect(host, cert_port, **ca, **certificate) == "refused 5"
+    assert mqtt_connect(host, cert_port, **ca, **certificate, username=user, password=password) == "accepted"
+    assert not tcp_open(host, 1883), "a plain MQTT listener on broker1"
+    # The controller's credentials: 0600 files in a 0700 folder, hidden from every host.
+    folder = files["ca_file"].parent
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(path.stat().st_mode) for path in files.values()} == {0o600}
+    for name in testbed.hosts:
+        assert testbed.run(name, f"ls -A {shlex.quote(str(folder))}").stdout == "", name
+    # On broker1: no secret in the configuration, the key and password file readable by Mosquitto's user only.
+    config = testbed.run("broker1", "cat /etc/mosquitto/mlpacker-testbed/mlpacker-testbed.conf").stdout
+    assert "allow_anonymous true" not in config and password not in config, config
+    listing = testbed.run(
+        "broker1",
+        "stat -c '%U:%G %a %n' /etc/mosquitto/mlpacker-testbed/server.key"
+        " /etc/mosquitto/mlpacker-testbed/passwd",
+    ).stdout.splitlines()
+    assert [line.split()[:2] for line in listing] == [["root:mosquitto", "640"]] * 2, listing
 
 
 def _off_bridge_addresses() -> list[str]:
@@ -169,7 +219,14 @@ def test_inventory_lists_every_host_in_its_group(testbed: Testbed) -> None:
         assert hostvars[name]["ansible_user"] == "root"
         assert hostvars[name]["ansible_ssh_private_key_file"] == str(testbed.key_path)
         assert hostvars[name]["ansible_python_interpreter"] == "/usr/bin/python3"
-        assert hostvars[name]["mlpacker_broker"] == {"host": testbed.broker_host, "port": testbed.broker_port}
+        assert hostvars[name]["mlpacker_broker"] == testbed.broker_settings()
+    # the user's broker as a user gives it: host, port, username, password and the CA file of its TLS listener
+    assert set(testbed.broker_settings()) == {"host", "port", "username", "password", "tls"}
+    assert testbed.broker_settings()["tls"] == {
+        "enabled": True,
+        "ca_file": str(testbed.broker_files["ca_file"]),
+    }
+    assert stat.S_IMODE(Path(testbed.inventory_path).stat().st_mode) == 0o600  # it holds the password
 
 
 def test_ansible_sees_hosts_without_systemd(testbed: Testbed) -> None:
@@ -298,3 +355,37 @@ def test_no_debian_mirror_is_a_clear_error(tmp_path: Path) -> None:
     sources.write_text("deb http://mirror.test/debian-security bookworm-security main\n")
     with pytest.raises(TestbedError, match="no Debian mirror found in the apt sources"):
         debian_mirror((sources,))
+
+
+def test_broker_credentials_are_made_once_and_kept(tmp_path: Path) -> None:
+    files = ensure_broker_credentials(tmp_path, "10.231.0.41")
+    made = {name: path.read_bytes() for name, path in files.items()}
+    assert stat.S_IMODE((tmp_path / "broker").stat().st_mode) == 0o700
+    assert {stat.S_IMODE(path.stat().st_mode) for path in files.values()} == {0o600}
+    assert ensure_broker_credentials(tmp_path, "10.231.0.41") == files
+    assert {name: path.read_bytes() for name, path in files.items()} == made  # a re-run keeps them all
+    # A listener certificate for another address is made again, by the same CA; the rest is kept.
+    ensure_broker_credentials(tmp_path, "10.231.0.42")
+    changed = {name for name, path in files.items() if path.read_bytes() != made[name]}
+    assert changed == {"cert_file", "key_file"}
+    certificate = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(files["ca_file"]),
+            str(files["cert_file"]),
+            str(files["client_cert_file"]),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert certificate.returncode == 0, certificate.stdout + certificate.stderr
+    names = subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(files["cert_file"])],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "IP Address:10.231.0.42" in names and "DNS:broker1" in names, names

@@ -3,11 +3,13 @@
 
 Distributed: edge1+edge2 (replicas: a shared subscription in stream mode, two entry points in REST mode),
 fog1 and cloud1. Atomic: the whole pipeline in one container on edge1 and on edge2. Stream distributed
-reaches the test bed's own Mosquitto on broker1 (the user's broker: anonymous, plain 1883); stream atomic the
-managed Mosquitto, which MLPacker runs on cloud1 (TLS on 8883 with the ``_broker`` CA, one MQTT user per
-service). Each host has its own offline Docker engine and builds its image from the shipped wheelhouse,
-except edge1 in the REST distributed run: its image is built on the controller and shipped with save/load
-(mlpacker_container_build_on: controller, as a host variable).
+reaches the test bed's own Mosquitto on broker1 (the user's broker, given in the spec as a user gives
+theirs: its listener that requires a client certificate, with the user's CA, client certificate and key
+files, username and password; those files reach the containers only through the read-only secrets mount);
+stream atomic the managed Mosquitto, which MLPacker runs on cloud1 (TLS on 8883 with the ``_broker`` CA,
+one MQTT user per service). Each host has its own offline Docker engine and builds its image from the
+shipped wheelhouse, except edge1 in the REST distributed run: its image is built on the controller and
+shipped with save/load (mlpacker_container_build_on: controller, as a host variable).
 
 Secure by default (docs/security.md): REST entry points are HTTPS by the hosts' inventory addresses with the
 record's CA and token, every service answers 401 without the token; each container's credentials are in its
@@ -17,6 +19,7 @@ on the controller); bridged containers are published on their host's address and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import uuid
@@ -41,11 +44,13 @@ from tests.containers.conftest import (
     local_shell,
     output_matches,
     pipeline_secrets,
+    release_of,
     shell_on,
 )
 from tests.deploy.helpers import (
     IRIS_SAMPLES,
     assert_rerun_changes_nothing,
+    assert_user_broker_refuses_strangers,
     in_process_predictions,
     iris_spec,
     mqtt_roundtrip,
@@ -103,21 +108,69 @@ def rows_for(stage: str, models: dict[str, Path]) -> list[list[float]]:
     return rows.tolist()
 
 
+def user_broker_secrets(user_broker: dict[str, Any]) -> dict[str, str]:
+    """The secrets of the user's broker settings, by a name that does not reveal them: the password and the
+    body lines of the client key but its first (see pipeline_secrets)."""
+    secrets = {"user broker password": str(user_broker["password"])}
+    key = Path(user_broker["tls"]["key_file"]).read_text()
+    body = [line for line in key.splitlines() if line and not line.startswith("-----")]
+    secrets.update({f"user broker client key line {index}": line for index, line in enumerate(body) if index})
+    assert len(secrets) > 1 and all(len(value) >= 16 for value in secrets.values()), "secrets too short"
+    return secrets
+
+
+def assert_user_broker_files_mounted(
+    shell: Any, container: str, config: dict[str, Any], user_broker: dict[str, Any]
+) -> None:
+    """The container's config.json (from its image) names the user's broker CA, client certificate, client key
+    and password as files of the secrets folder mounted read-only into it, with the user's name and no
+    password; that folder on the host (the mount's source) holds the very bytes of the user's files. (That the
+    container reads them shows in the pipeline's answer: the listener requires the client certificate, whose
+    key is in no image.)"""
+    secrets_dir = release_of(json.loads(checked(shell, f"docker inspect {container}"))[0]) + "/secrets"
+    broker = config["stream"]["broker"]
+    assert (broker["host"], broker["port"]) == (user_broker["host"], user_broker["port"]), broker
+    assert broker["username"] == user_broker["username"] and broker["password"] is None, broker
+    tls = user_broker["tls"]
+    expected = {
+        f"{secrets_dir}/broker_ca.crt": Path(tls["ca_file"]).read_bytes(),
+        f"{secrets_dir}/broker_client.crt": Path(tls["cert_file"]).read_bytes(),
+        f"{secrets_dir}/broker_client.key": Path(tls["key_file"]).read_bytes(),
+        f"{secrets_dir}/mqtt.password": f"{user_broker['password']}\n".encode(),
+    }
+    named = [broker["tls"]["ca_file"], broker["tls"]["cert_file"], broker["tls"]["key_file"]]
+    assert broker["tls"]["enabled"] is True and named + [broker["password_file"]] == list(expected), broker
+    sums = checked(shell, f"sha256sum {' '.join(expected)}").splitlines()
+    assert {line.split()[1]: line.split()[0] for line in sums} == {
+        path: hashlib.sha256(content).hexdigest() for path, content in expected.items()
+    }, (container, sums)
+
+
 def assert_containers_secured(
-    bed: Any, record: dict[str, Any], credentials_dir: Path, models: dict[str, Path]
+    bed: Any,
+    record: dict[str, Any],
+    credentials_dir: Path,
+    models: dict[str, Path],
+    user_broker: dict[str, Any] | None = None,
 ) -> None:
     """On every host: the container's image holds no secret and its secrets folder is a read-only bind mount;
     a bridged container is published on its host's address and loopback only; every service listens there
     and nowhere else, and refuses requests without the token (REST: each service's /predict; stream: the
-    health server's /metrics, /health/ready stays open)."""
+    health server's /metrics, /health/ready stays open). With ``user_broker`` (the user's own broker's
+    settings), its password and client key are among the secrets no image may hold, and its files are in the
+    mount."""
     credentials = record["credentials"]
     secrets = pipeline_secrets(credentials_dir, record["name"])
+    if user_broker is not None:
+        secrets.update(user_broker_secrets(user_broker))
     for service in record["services"]:
         host, port = service["host"], service["port"]
         shell = shell_on(bed, host)
         own = {bed.address(host), "127.0.0.1"}
         name = f"mlpacker-{service['id']}"
-        assert_container_keeps_its_secrets_out_of_the_image(shell, name, secrets)
+        config = assert_container_keeps_its_secrets_out_of_the_image(shell, name, secrets)
+        if user_broker is not None:
+            assert_user_broker_files_mounted(shell, name, config, user_broker)
         container = json.loads(checked(shell, f"docker inspect {name}"))[0]["HostConfig"]
         if container["NetworkMode"] != "host":
             published = {binding["HostIp"] for binding in container["PortBindings"][f"{port}/tcp"]}
@@ -180,13 +233,18 @@ def test_pipeline_in_containers_over_ssh(
     hosts = ("edge1", "edge2") if layout == "atomic" else ("edge1", "edge2", "fog1", "cloud1")
     spec = iris_spec(name, mode, layout, iris_models, BASE_PORT)
     spec["mlpacker_pipeline"]["containers"] = True
+    # mlpacker_broker (in the inventory): the test bed's Mosquitto on broker1; stream distributed gives it in
+    # the spec instead, on its listener that requires a client certificate; stream atomic: the managed one
+    controller_built = mode == "rest" and layout == "distributed"
+    managed_broker = mode == "stream" and layout == "atomic"
+    user_broker = None
+    if mode == "stream" and not managed_broker:
+        user_broker = bed.broker_settings(client_certificate=True)
+        spec["mlpacker_broker"] = user_broker
     files = [
         write_vars_file(tmp_path / "spec.yml", spec),
         write_vars_file(tmp_path / "settings.yml", container_settings),
     ]
-    # mlpacker_broker (in the inventory): the test bed's Mosquitto on broker1; stream atomic: the managed one
-    controller_built = mode == "rest" and layout == "distributed"
-    managed_broker = mode == "stream" and layout == "atomic"
     controller_images = tmp_path / "controller-images"
     if controller_built:
         inventory = inventory_with_controller_builds_for(
@@ -220,9 +278,13 @@ def test_pipeline_in_containers_over_ssh(
                 broker, port = bed.address("cloud1"), MANAGED_BROKER_PORT
                 assert credentials["mqtt"]["username"] == f"mlp-{name}-client", credentials
             else:
-                # the user's broker (anonymous): no MQTT credential of MLPacker's
-                broker, port = bed.address("broker1"), 1883
+                # the user's broker (TLS with a client certificate and a password): no MQTT credential of
+                # MLPacker's; the consumers got in (the pipeline answers), strangers do not
+                assert user_broker is not None
+                broker, port = bed.address("broker1"), bed.broker_cert_port
+                assert (user_broker["host"], user_broker["port"]) == (broker, port), user_broker
                 assert credentials["mqtt"] is None, credentials
+                assert_user_broker_refuses_strangers(user_broker)
             assert (record["broker"]["host"], record["broker"]["port"]) == (broker, port), record["broker"]
             answer = mqtt_roundtrip(
                 broker,
@@ -231,6 +293,7 @@ def test_pipeline_in_containers_over_ssh(
                 f"mlpacker/{name}/out",
                 IRIS_SAMPLES,
                 credentials=credentials,
+                user_broker=user_broker,
             )
             assert answer == expected
         else:
@@ -239,7 +302,7 @@ def test_pipeline_in_containers_over_ssh(
             assert sorted(entry_points["rest"]) == sorted(urls), entry_points
             for url in urls:
                 assert post_predict(url, IRIS_SAMPLES, credentials=credentials) == expected, url
-        assert_containers_secured(bed, record, credentials_dir, iris_models)
+        assert_containers_secured(bed, record, credentials_dir, iris_models, user_broker)
         if controller_built:
             assert_controller_image_holds_no_secret(
                 name, controller_images, pipeline_secrets(credentials_dir, name)

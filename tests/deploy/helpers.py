@@ -247,15 +247,21 @@ def mqtt_roundtrip(
     instances: list[list[float]],
     timeout: float = 30,
     credentials: dict[str, Any] | None = None,
+    user_broker: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Publish one message to the pipeline's input topic and wait for its answer on the output topic (with
-    the record's MQTT client credential and CA when the deployment has them)."""
+    the record's MQTT client credential and CA when the deployment has them; on a user's own broker with
+    ``user_broker``, its ``mlpacker_broker`` settings: username, password, TLS CA and client certificate)."""
     import paho.mqtt.client as mqtt
 
     message_id = str(uuid.uuid4())
     answers: list[dict[str, Any]] = []
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"mlpacker-test-{message_id[:8]}")
     mqtt_access = (credentials or {}).get("mqtt") or {}
+    if user_broker is not None:
+        client.username_pw_set(user_broker["username"], str(user_broker["password"]))
+        tls = user_broker.get("tls") or {}
+        client.tls_set(ca_certs=tls["ca_file"], certfile=tls.get("cert_file"), keyfile=tls.get("key_file"))
     if mqtt_access.get("username"):
         client.username_pw_set(mqtt_access["username"], read_first_line(mqtt_access["password_file"]))
     if mqtt_access.get("ca_file"):
@@ -517,7 +523,8 @@ def assert_managed_broker_confines_users(
     service's credential, subscribed to ``#``, receives only its input topic while the pipeline answers the
     client (never an output or error message), and the broker refuses (PUBACK 135, dropped) its publishes to
     another pipeline's topics and to the pipeline's topics it does not write (in an atomic pipeline its
-    only service writes the output topic: there that is the input topic)."""
+    only service writes the output topic: there that is the input topic); the connection whose publishes were
+    refused keeps getting its input."""
     name = record["name"]
     credentials = record["credentials"]
     ca_file = credentials["mqtt"]["ca_file"]
@@ -538,17 +545,14 @@ def assert_managed_broker_confines_users(
         forbidden = [f"mlpacker/{name}-other/in", f"mlpacker/{name}-other/out"] + [
             topic for topic in (topics["input"], topics["output"]) if topic not in own
         ]
-        # Two connections of the service's user: one listens, the other forges. Mosquitto 2.0.11 under the
-        # managed broker's max_queued_messages 0 sends nothing more to a connection once it refused one of
-        # its publishes, so a spy that forged would receive nothing, whatever the ACL says.
-        with (
-            mqtt_session(host, port, username=username, password=password, ca_file=ca_file) as spy,
-            mqtt_session(host, port, username=username, password=password, ca_file=ca_file) as forger,
-        ):
+        # One connection of the service's user listens and forges: after its refused publishes it still gets
+        # its input (with the managed broker's former max_queued_messages 0, Mosquitto 2.0.11 delivered
+        # nothing more to a connection once it refused one of its publishes).
+        with mqtt_session(host, port, username=username, password=password, ca_file=ca_file) as spy:
             spy.subscribe("#")
             for topic in forbidden:
                 forged = json.dumps({"id": f"forged-{uuid.uuid4()}", "instances": instances})
-                code = forger.publish(topic, forged)
+                code = spy.publish(topic, forged)
                 assert code == MQTT_NOT_AUTHORIZED, f"{username} published on {topic}: PUBACK {code}"
             # The pipeline answers the client twice; the second run's message on this service's input topic
             # comes after anything the broker routed for the first (one broker thread, in-order delivery).
@@ -567,6 +571,28 @@ def assert_managed_broker_confines_users(
             )
             assert set(spy.topics()) == {inputs}, f"{username} subscribed to # received {spy.topics()}"
             assert not any(b"forged-" in payload for _topic, payload in spy.received), spy.received
+
+
+def assert_user_broker_refuses_strangers(user_broker: dict[str, Any]) -> None:
+    """The user's own broker (``mlpacker_broker`` settings with TLS, as the test bed's broker1 gives them)
+    refuses an anonymous client and the user's name with a wrong password, and accepts the user's settings;
+    a listener that requires a client certificate refuses a client without one (no CONNACK: a TLS alert)."""
+    from tests.testbed.testbed import mqtt_connect
+
+    host, port, tls = user_broker["host"], user_broker["port"], user_broker["tls"]
+    certificate = {"cert_file": tls.get("cert_file"), "key_file": tls.get("key_file")}
+    user, password = user_broker["username"], str(user_broker["password"])
+    anonymous = mqtt_connect(host, port, ca_file=tls["ca_file"], **certificate)
+    assert anonymous.startswith("refused"), f"anonymous client on {host}:{port}: {anonymous}"
+    wrong = mqtt_connect(
+        host, port, ca_file=tls["ca_file"], **certificate, username=user, password=password + "x"
+    )
+    assert wrong.startswith("refused"), f"{user} with a wrong password on {host}:{port}: {wrong}"
+    right = mqtt_connect(host, port, ca_file=tls["ca_file"], **certificate, username=user, password=password)
+    assert right == "accepted", f"{user} on {host}:{port}: {right}"
+    if tls.get("cert_file"):
+        without = mqtt_connect(host, port, ca_file=tls["ca_file"], username=user, password=password)
+        assert without.startswith("no CONNACK"), f"{user} without a certificate on {host}:{port}: {without}"
 
 
 # --- REST access checks on the test bed (issue #12) -------------------------------------------------------

@@ -6,8 +6,9 @@ cloud). REST distributed over SSH is deployed through the CLI and the Python API
 (the same playbook), with its idempotence and leftovers checked there.
 Stream atomic uses the managed Mosquitto (broker group moved to cloud1): secure by default, a TLS listener on
 8883 with the ``_broker`` CA, no anonymous client and one MQTT user per service. Stream distributed uses the
-test bed's own Mosquitto on broker1 (mlpacker_broker from the test bed's inventory), an anonymous plain
-broker as a user's own broker may be: that one is the user's, not MLPacker's.
+test bed's own Mosquitto on broker1 (mlpacker_broker from the test bed's inventory), the user's own broker,
+secured as one would be: TLS with the user's CA, a username and password, no anonymous client. Its CA and
+password are shipped into each service's release, and the services reach it over TLS.
 Every deploy is secure by default: the services listen on their host's inventory address and loopback only;
 REST answers over HTTPS (pipeline CA) with the bearer token and 401 without it.
 """
@@ -25,6 +26,7 @@ from tests.deploy.helpers import (
     IRIS_SAMPLES,
     assert_managed_broker_confines_users,
     assert_rerun_changes_nothing,
+    assert_user_broker_refuses_strangers,
     http_status_from_testbed_host,
     in_process_predictions,
     iris_spec,
@@ -85,6 +87,35 @@ def assert_rest_entry_points_are_secured(bed: Any, record: dict[str, Any], expec
             bed, "fog1", service["url"], credentials["ca_file"], token=token
         )
         assert code == 200, (service["url"], code)
+
+
+def assert_user_broker_files_shipped(bed: Any, record: dict[str, Any], user_broker: dict[str, Any]) -> None:
+    """Each service's release holds the user's broker CA and password as files (``broker_ca.crt``,
+    ``mqtt.password``: the controller's bytes, root:<pipeline user> 0640) and no client certificate (none was
+    given); its config.json names them, with the user's name, and holds no password."""
+    name = record["name"]
+    ca_text = Path(user_broker["tls"]["ca_file"]).read_text()
+    for service in record["services"]:
+        host = service["host"]
+        release = bed.run(host, f"readlink -f /opt/mlpacker/{name}/{service['id']}/current").stdout.strip()
+        secrets = f"{release}/secrets"
+        listing = bed.run(host, f"stat -c '%U:%G %a %n' {secrets}/*").stdout.splitlines()
+        modes = {line.rsplit("/", 1)[1]: line.split()[:2] for line in listing}
+        for shipped in ("broker_ca.crt", "mqtt.password"):
+            assert modes.get(shipped) == [f"root:mlp-{name}", "640"], (host, service["id"], modes)
+        assert not {"broker_client.crt", "broker_client.key"} & set(modes), (host, modes)
+        assert bed.run(host, f"cat {secrets}/broker_ca.crt").stdout == ca_text, (host, service["id"])
+        password = bed.run(host, f"head -n 1 {secrets}/mqtt.password").stdout.strip()
+        assert password == str(user_broker["password"]), (host, service["id"])
+        config_text = bed.run(host, f"cat {release}/config.json").stdout
+        assert str(user_broker["password"]) not in config_text, (host, service["id"])
+        broker = json.loads(config_text)["stream"]["broker"]
+        assert (broker["host"], broker["port"]) == (user_broker["host"], user_broker["port"]), broker
+        assert broker["username"] == user_broker["username"] and broker["password"] is None, broker
+        assert broker["password_file"] == f"{secrets}/mqtt.password", broker
+        assert broker["tls"]["enabled"] is True and broker["tls"]["ca_file"] == f"{secrets}/broker_ca.crt", (
+            broker
+        )
 
 
 @pytest.mark.parametrize(
@@ -156,11 +187,27 @@ def test_deploy_over_ssh(
                 broker, MANAGED_BROKER_PORT, record, credentials_dir, IRIS_SAMPLES, expected
             )
         else:
-            # The user's broker (the test bed's anonymous Mosquitto): the record has no MQTT credential.
+            # The user's broker (the test bed's Mosquitto on broker1, given in the inventory with its TLS CA,
+            # username and password): the record has no MQTT credential of MLPacker's.
             assert credentials["mqtt"] is None, credentials
-            broker = testbed.address("broker1")
-            answer = mqtt_roundtrip(broker, 1883, f"mlpacker/{name}/in", f"mlpacker/{name}/out", IRIS_SAMPLES)
+            user_broker = testbed.broker_settings()
+            assert user_broker["host"] == testbed.address("broker1") and user_broker["tls"]["ca_file"]
+            assert (record["broker"]["host"], record["broker"]["port"]) == (
+                user_broker["host"],
+                user_broker["port"],
+            ), record["broker"]
+            assert_user_broker_files_shipped(testbed, record, user_broker)
+            # The consumers got in (the pipeline answers over TLS); strangers do not.
+            answer = mqtt_roundtrip(
+                user_broker["host"],
+                user_broker["port"],
+                f"mlpacker/{name}/in",
+                f"mlpacker/{name}/out",
+                IRIS_SAMPLES,
+                user_broker=user_broker,
+            )
             assert answer == expected
+            assert_user_broker_refuses_strangers(user_broker)
         assert_services_listen_on_their_address_and_loopback(testbed, record)
         # The services run detached under supervisord on each host, not tied to the SSH session.
         for host in hosts:

@@ -1,6 +1,7 @@
 """Pytest plugin: the session-scoped network-namespace test bed (registered in tests/conftest.py).
 
-- ``testbed``: the hosts edge1, edge2, fog1, cloud1 and broker1 up with sshd, Mosquitto on broker1.
+- ``testbed``: the hosts edge1, edge2, fog1, cloud1 and broker1 up with sshd, Mosquitto on broker1 (TLS, a
+  password, no anonymous client: the tests' "user's own broker").
 - ``testbed_docker``: the same test bed, with a Docker engine and the base image in every edge/fog/cloud host.
 
 Without root or the tools, the tests that need it skip on a developer's machine and fail under CI

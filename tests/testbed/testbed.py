@@ -10,9 +10,15 @@ Each host (``edge1``, ``edge2``, ``fog1``, ``cloud1`` and the broker host ``brok
 - its own ``sshd`` (root login with a key the test bed makes), and on request its own Docker engine
   with the local base image ``mlpacker-base:bookworm`` loaded into it.
 
-``broker1`` also runs Mosquitto on 1883 (unless asked not to), reachable from every host and the
-controller. Only the standard library is used, so the module also runs as a plain script
-(``python3 tests/testbed/testbed.py up``) and as ``python -m tests.testbed``.
+``broker1`` also runs Mosquitto (unless asked not to), reachable from every host and the controller: the
+tests' "user's own broker", secured as a user's broker would be (TLS with the test bed's own CA, a password,
+no anonymous client): 8883 with the password, 8884 with the password and a client certificate. Its
+credentials are made once (kept in ``<state>/broker``, re-made only when missing or near expiry) with the
+collection's PKI and Mosquitto password helpers, hidden from the hosts; the inventory's
+``mlpacker_broker`` names them. Only the standard library is used, plus ``cryptography`` (Debian's
+python3-cryptography, an ansible-core dependency in the virtualenv) to make those credentials at bring-up;
+so the module also runs as a plain script (``python3 tests/testbed/testbed.py up``) and as
+``python -m tests.testbed``.
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import fcntl
+import importlib.util
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -46,10 +56,18 @@ BRIDGE_ADDRESS = f"{SUBNET_PREFIX}.1"
 DOCKER_BIP_PREFIX = "10.232"  # per-host docker0 gets 10.232.<index>.1/24, distinct across hosts
 IPTABLES_COMMENT = "mlpacker-testbed"
 INIT_MARKER = "mlpacker-testbed-init"
-BROKER_PORT = 1883
+BROKER_PORT = 8883  # broker1's TLS listener: password, no anonymous client
+BROKER_CERT_PORT = 8884  # broker1's TLS listener that also requires a client certificate of its CA
+BROKER_USERNAME = "mlpacker-testbed"
+BROKER_CONF_DIR = "/etc/mosquitto/mlpacker-testbed"  # in broker1
+BROKER_CREDENTIALS = "broker"  # <state>/broker: the broker's CA, certificates, keys and password (0600, 0700)
 SSH_PORT = 22
 BASE_IMAGE = "mlpacker-base:bookworm"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The collection's own helpers (loaded by file: they need only the standard library and cryptography).
+MODULE_UTILS = (
+    REPO_ROOT / "collections" / "ansible_collections" / "mlpacker" / "core" / "plugins" / "module_utils"
+)
 IMAGE_CACHE_DIR = REPO_ROOT / ".cache"
 BASE_IMAGE_TARBALL = IMAGE_CACHE_DIR / "mlpacker-base-bookworm.docker.tar"
 # The machine's own apt sources name the Debian mirror the base image is made from (the first URIs/deb line).
@@ -106,6 +124,8 @@ class Testbed:
     broker_pid: int = 0
     bridge: str = BRIDGE
     bridge_address: str = BRIDGE_ADDRESS
+    broker_cert_port: int = BROKER_CERT_PORT
+    broker_username: str = BROKER_USERNAME
 
     @property
     def docker(self) -> bool:
@@ -180,8 +200,33 @@ class Testbed:
 
     @property
     def broker_address(self) -> str:
-        """``host:port`` of the broker host's Mosquitto."""
+        """``host:port`` of the broker host's Mosquitto (its TLS listener with a password)."""
         return f"{self.broker_host}:{self.broker_port}"
+
+    @property
+    def broker_files(self) -> dict[str, Path]:
+        """The controller's files of broker1's Mosquitto (see ``broker_credential_files``)."""
+        return broker_credential_files(self.state_dir)
+
+    @property
+    def broker_password(self) -> str:
+        return self.broker_files["password"].read_text().strip()
+
+    def broker_settings(self, *, client_certificate: bool = False) -> dict[str, Any]:
+        """``mlpacker_broker`` for broker1's Mosquitto, as a user gives their own broker: host, port,
+        username, password and TLS with the CA file (and, with ``client_certificate``, the listener that
+        requires one: the client certificate and key files)."""
+        files = self.broker_files
+        tls: dict[str, Any] = {"enabled": True, "ca_file": str(files["ca_file"])}
+        if client_certificate:
+            tls.update(cert_file=str(files["client_cert_file"]), key_file=str(files["client_key_file"]))
+        return {
+            "host": self.broker_host,
+            "port": self.broker_cert_port if client_certificate else self.broker_port,
+            "username": self.broker_username,
+            "password": self.broker_password,
+            "tls": tls,
+        }
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -203,6 +248,8 @@ class Testbed:
             broker_pid=int(data.get("broker_pid", 0)),
             bridge=data.get("bridge", BRIDGE),
             bridge_address=data.get("bridge_address", BRIDGE_ADDRESS),
+            broker_cert_port=int(data.get("broker_cert_port", BROKER_CERT_PORT)),
+            broker_username=data.get("broker_username", BROKER_USERNAME),
         )
 
 
@@ -252,6 +299,70 @@ def tcp_open(address: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def _mqtt_string(value: str) -> bytes:
+    data = value.encode("utf-8")
+    return len(data).to_bytes(2, "big") + data
+
+
+def _mqtt_remaining_length(length: int) -> bytes:
+    encoded = bytearray()
+    while True:
+        length, digit = divmod(length, 128)
+        encoded.append(digit | (0x80 if length else 0))
+        if not length:
+            return bytes(encoded)
+
+
+def mqtt_connect(
+    host: str,
+    port: int,
+    *,
+    ca_file: str | Path,
+    username: str | None = None,
+    password: str | None = None,
+    cert_file: str | Path | None = None,
+    key_file: str | Path | None = None,
+    timeout: float = 10,
+) -> str:
+    """What a TLS listener of Mosquitto answers one MQTT 3.1.1 CONNECT (standard library only): ``accepted``,
+    ``refused <return code>`` (CONNACK 4: bad user name or password, 5: not authorised), or ``no CONNACK:
+    <why>`` (a TLS alert, e.g. a listener that requires a client certificate; a closed connection). The broker
+    is verified against ``ca_file`` and by ``host``: a broker certificate that fails that raises
+    ``ssl.SSLCertVerificationError`` (not a refusal of the client)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    if cert_file:
+        context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    flags = 0x02  # clean session
+    payload = _mqtt_string(f"mlpacker-testbed-{os.getpid()}-{time.monotonic_ns()}")
+    if username is not None:
+        flags |= 0x80
+        payload += _mqtt_string(username)
+        if password is not None:
+            flags |= 0x40
+            payload += _mqtt_string(password)
+    body = _mqtt_string("MQTT") + bytes([4, flags]) + (30).to_bytes(2, "big") + payload
+    packet = b"\x10" + _mqtt_remaining_length(len(body)) + body
+    answer = b""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                tls.sendall(packet)
+                while len(answer) < 4:
+                    chunk = tls.recv(4 - len(answer))
+                    if not chunk:
+                        break
+                    answer += chunk
+                if answer == b"\x20\x02\x00\x00":
+                    tls.sendall(b"\xe0\x00")  # DISCONNECT
+    except ssl.SSLCertVerificationError:
+        raise
+    except (ssl.SSLError, OSError) as error:
+        return f"no CONNACK: {error}"
+    if len(answer) < 4 or answer[:2] != b"\x20\x02":
+        return f"no CONNACK: {answer!r}"
+    return "accepted" if answer[3] == 0 else f"refused {answer[3]}"
 
 
 def wait_until(what: str, predicate: Any, timeout: float, interval: float = 0.1) -> None:
@@ -389,6 +500,9 @@ def boot_script(bed: Testbed, host: Host) -> str:
         "# the other hosts' upper folders are under the lower '/': hide them from this host",
         f'mkdir -p "$R{bed.state_dir}/hosts"',
         f'mount -t tmpfs -o ro,size=4k tmpfs "$R{bed.state_dir}/hosts"',
+        "# and the controller's credentials of broker1's Mosquitto (a deploy ships what a host needs)",
+        f'mkdir -p "$R{bed.state_dir}/{BROKER_CREDENTIALS}"',
+        f'mount -t tmpfs -o ro,size=4k tmpfs "$R{bed.state_dir}/{BROKER_CREDENTIALS}"',
         "# copy the user database up now, so users the machine adds or removes later stay out of it",
         "for f in passwd group shadow gshadow; do",
         '  cp -a "$R/etc/$f" "$R/etc/$f.tb" && mv -f "$R/etc/$f.tb" "$R/etc/$f"',
@@ -640,21 +754,158 @@ def _find_init_pid(state_dir: Path, name: str) -> int:
     return 0
 
 
+def _collection_module(name: str) -> Any:
+    """A module of the collection's module_utils, loaded from its file."""
+    spec = importlib.util.spec_from_file_location(f"_mlpacker_testbed_{name}", MODULE_UTILS / f"{name}.py")
+    if spec is None or spec.loader is None:
+        raise TestbedError(f"cannot load {MODULE_UTILS / name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def broker_credential_files(state_dir: Path) -> dict[str, Path]:
+    """The controller's files of broker1's Mosquitto, in ``<state>/broker``: its CA (``ca_file``, ``ca_key``),
+    its listener certificate (``cert_file``, ``key_file``), a client certificate (``client_cert_file``,
+    ``client_key_file``) and the password of ``BROKER_USERNAME`` (``password``)."""
+    folder = state_dir / BROKER_CREDENTIALS
+    return {
+        "ca_file": folder / "ca.crt",
+        "ca_key": folder / "ca.key",
+        "cert_file": folder / "server.crt",
+        "key_file": folder / "server.key",
+        "client_cert_file": folder / "client.crt",
+        "client_key_file": folder / "client.key",
+        "password": folder / "password",
+    }
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
+
+
+def ensure_broker_credentials(state_dir: Path, address: str, name: str = "broker1") -> dict[str, Path]:
+    """Make broker1's credentials when missing, damaged or near expiry, else keep them (like the SSH key):
+    a CA, a listener certificate for ``address`` and ``name``, a client certificate and a password, with
+    the collection's PKI (``cryptography``). Returns their paths."""
+    pki = _collection_module("pki")
+    if not pki.HAS_CRYPTOGRAPHY:
+        raise TestbedError(
+            "broker1's credentials need the Python package cryptography (Debian: python3-cryptography)"
+        )
+    files = broker_credential_files(state_dir)
+    files["ca_file"].parent.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(files["ca_file"].parent, 0o700)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def read(path: Path) -> bytes | None:
+        return path.read_bytes() if path.is_file() else None
+
+    if pki.ca_renewal_reason(read(files["ca_file"]), read(files["ca_key"]), now) is not None:
+        ca_key, ca_cert = pki.make_ca(
+            "MLPacker test bed broker CA", 3650, now, organization="MLPacker test bed"
+        )
+        _write_private(files["ca_key"], pki.private_key_pem(ca_key))
+        _write_private(files["ca_file"], pki.certificate_pem(ca_cert))
+    ca_cert = pki.load_certificate(files["ca_file"].read_bytes())
+    ca_key = pki.load_private_key(files["ca_key"].read_bytes())
+    leaves = [
+        ("cert_file", "key_file", name, pki.subject_alt_names(address, name), ["server"]),
+        ("client_cert_file", "client_key_file", f"{BROKER_USERNAME}-client", [], ["client"]),
+    ]
+    for cert_name, key_name, common_name, sans, purposes in leaves:
+        reason = pki.leaf_renewal_reason(read(files[cert_name]), read(files[key_name]), ca_cert, sans, now)
+        if reason is not None:
+            key, cert = pki.issue_certificate(
+                ca_key, ca_cert, common_name, sans, 825, now, purposes, organization="MLPacker test bed"
+            )
+            _write_private(files[key_name], pki.private_key_pem(key))
+            _write_private(files[cert_name], pki.certificate_pem(cert))
+    if not (read(files["password"]) or b"").strip():
+        _write_private(files["password"], (secrets.token_urlsafe(24) + "\n").encode())
+    return files
+
+
+def broker_config(bed: Testbed) -> str:
+    """broker1's mosquitto.conf: two TLS listeners, each with the password file and no anonymous client;
+    the second one also requires a client certificate signed by the test bed's broker CA."""
+    lines = [
+        "# the test bed's own Mosquitto: the tests' \"user's broker\" (not MLPacker's managed one)",
+        "per_listener_settings true",
+        "persistence false",
+    ]
+    for port, client_certificate in ((bed.broker_port, False), (bed.broker_cert_port, True)):
+        lines += [
+            f"listener {port} 0.0.0.0",
+            "allow_anonymous false",
+            f"password_file {BROKER_CONF_DIR}/passwd",
+            f"cafile {BROKER_CONF_DIR}/ca.crt",
+            f"certfile {BROKER_CONF_DIR}/server.crt",
+            f"keyfile {BROKER_CONF_DIR}/server.key",
+        ]
+        if client_certificate:
+            lines.append("require_certificate true")
+    return "\n".join(lines) + "\n"
+
+
 def _start_broker(bed: Testbed) -> None:
     broker = bed.hosts["broker1"]
-    config = f"listener {bed.broker_port} 0.0.0.0\nallow_anonymous true\n"
-    bed.run(broker.name, "cat > /etc/mosquitto/mlpacker-testbed.conf", input=config)
+    files = bed.broker_files
+    mqtt_credentials = _collection_module("mqtt_credentials")
+    shipped = {
+        "ca.crt": files["ca_file"].read_text(),
+        "server.crt": files["cert_file"].read_text(),
+        "server.key": files["key_file"].read_text(),
+        "passwd": f"{bed.broker_username}:{mqtt_credentials.password_hash(bed.broker_password)}\n",
+        "mlpacker-testbed.conf": broker_config(bed),
+    }
+    # Mosquitto started as root reads its files as the user "mosquitto": 0640 root:mosquitto.
+    bed.run(broker.name, f"install -d -m 0750 -o root -g mosquitto {BROKER_CONF_DIR}")
+    for filename, content in shipped.items():
+        path = f"{BROKER_CONF_DIR}/{filename}"
+        bed.run(
+            broker.name,
+            f"umask 077; cat > {path}.new && chown root:mosquitto {path}.new && chmod 0640 {path}.new"
+            f" && mv {path}.new {path}",
+            input=content,
+        )
     started = bed.run(
         broker.name,
-        "setsid mosquitto -c /etc/mosquitto/mlpacker-testbed.conf"
+        f"setsid mosquitto -c {BROKER_CONF_DIR}/mlpacker-testbed.conf"
         " </dev/null >/var/log/mosquitto-testbed.log 2>&1 & echo $!",
     )
     bed.broker_pid = int(started.stdout.strip())  # the pid inside broker1's PID namespace
-    wait_until(
-        f"mosquitto on {broker.address}:{bed.broker_port} (see /var/log/mosquitto-testbed.log on broker1)",
-        lambda: tcp_open(broker.address, bed.broker_port),
-        15,
-    )
+    for port in (bed.broker_port, bed.broker_cert_port):
+        wait_until(
+            f"mosquitto on {broker.address}:{port} (see /var/log/mosquitto-testbed.log on broker1)",
+            lambda port=port: tcp_open(broker.address, port),
+            15,
+        )
+
+
+def broker_accepts_the_test_bed(bed: Testbed) -> bool:
+    """Both listeners of broker1's Mosquitto accept the test bed's user (the second one with the client
+    certificate) over TLS verified against the test bed's broker CA."""
+    files = bed.broker_files
+    common = {"ca_file": files["ca_file"], "username": bed.broker_username, "password": bed.broker_password}
+    try:
+        return (
+            mqtt_connect(bed.broker_host, bed.broker_port, **common, timeout=2) == "accepted"
+            and mqtt_connect(
+                bed.broker_host,
+                bed.broker_cert_port,
+                **common,
+                cert_file=files["client_cert_file"],
+                key_file=files["client_key_file"],
+                timeout=2,
+            )
+            == "accepted"
+        )
+    except ssl.SSLCertVerificationError:
+        return False  # not the test bed's broker (or its certificate changed under it)
 
 
 def up(
@@ -670,6 +921,8 @@ def up(
     state_dir.mkdir(parents=True, exist_ok=True)
     teardown(state_dir)
     key = _ensure_key(state_dir)
+    if broker:
+        ensure_broker_credentials(state_dir, f"{SUBNET_PREFIX}.{HOST_LAYOUT['broker1'][1]}")
     _mount_hosts_dir(state_dir / "hosts")
     bed = Testbed(
         state_dir=state_dir,
@@ -902,8 +1155,9 @@ def inventory_data(bed: Testbed) -> dict[str, Any]:
         "testbed_broker_port": bed.broker_port,
     }
     if bed.broker_running:
-        # the test bed's own Mosquitto is the pipelines' broker; without it, roles manage one on broker1
-        all_vars["mlpacker_broker"] = {"host": bed.broker_host, "port": bed.broker_port}
+        # the test bed's own Mosquitto is the pipelines' broker (the user's own: TLS with its CA, a password);
+        # without it, roles manage one on broker1
+        all_vars["mlpacker_broker"] = bed.broker_settings()
     return {"all": {"vars": all_vars, "children": children}}
 
 
@@ -911,7 +1165,8 @@ def write_inventory(bed: Testbed, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = "# written by tests/testbed (mlpacker test bed); regenerated on every bring-up\n"
-    path.write_text(header + _yaml(inventory_data(bed)) + "\n")
+    # 0600: it holds broker1's password
+    _write_private(path, (header + _yaml(inventory_data(bed)) + "\n").encode())
     return path
 
 
@@ -948,7 +1203,7 @@ def status(state_dir: Path | None = None) -> dict[str, Any]:
         hosts[host.name] = entry
     broker_ok = None
     if bed.broker_running:
-        broker_ok = _answers(lambda: tcp_open(bed.broker_host, bed.broker_port, timeout=2))
+        broker_ok = _answers(lambda: broker_accepts_the_test_bed(bed))
     healthy = all(h["running"] and h["ssh"] and h.get("docker", True) for h in hosts.values())
     return {
         "up": healthy and broker_ok is not False,
@@ -987,7 +1242,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"test bed up in {time.monotonic() - started:.1f}s; inventory: {bed.inventory_path}")
             for host in bed.hosts.values():
                 print(f"  {host.name:8} {host.group:7} {host.address}  docker={host.docker}")
-            print(f"  broker   {bed.broker_host}:{bed.broker_port} running={bed.broker_running}")
+            print(
+                f"  broker   {bed.broker_host}:{bed.broker_port} (TLS, password),"
+                f" :{bed.broker_cert_port} (+ client certificate) running={bed.broker_running};"
+                f" credentials: {bed.broker_files['ca_file'].parent}"
+            )
             print(f"  ssh -i {bed.key_path} {SSH_COMMON_ARGS} root@{bed.address('edge1')}")
         elif args.command == "down":
             with file_lock(state_dir / "lock", blocking=False):
