@@ -277,16 +277,6 @@ def test_a_hop_with_a_wrong_certificate_is_refused(fleet_deployment: dict[str, A
     assert fog["url"] in error and "certificate verify failed" in error.lower(), error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "issue #12 open item: a redeploy rewrites a service's tampered secrets/server.crt+key (same release "
-        "id: the id hashes the controller's files) but restarts the service only when 'current' or its "
-        "program changed, so the process keeps the foreign certificate in memory and the health gate fails "
-        "(TLS certificate verify failed); needs a restart when the service's secrets were rewritten"
-    ),
-)
 def test_a_redeploy_restores_the_hops_certificate(
     fleet_deployment: dict[str, Any], iris_models: Path
 ) -> None:
