@@ -15,12 +15,16 @@ from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract imp
 BROKER_GROUP = "broker"
 
 
+TLS_FILES = ("ca_file", "cert_file", "key_file")
+
+
 def normalise_tls(tls: dict[str, Any] | None) -> dict[str, Any]:
-    """The TLS settings over their defaults; keys given as null keep the default."""
-    resolved = dict(DEFAULT_TLS)
-    for key, value in (tls or {}).items():
-        if value is not None:
-            resolved[key] = value
+    """The TLS settings over their defaults; keys given as null keep the default. A CA or client certificate
+    given without ``enabled`` turns TLS on: a user who names TLS files means TLS, never a plain connection."""
+    given = {key: value for key, value in (tls or {}).items() if value is not None}
+    resolved = {**DEFAULT_TLS, **given}
+    if "enabled" not in given and any(given.get(key) for key in TLS_FILES):
+        resolved["enabled"] = True
     return resolved
 
 
@@ -37,7 +41,8 @@ def broker_options() -> dict[str, Any]:
         "tls": {
             "type": "dict",
             "options": {
-                "enabled": {"type": "bool", "default": DEFAULT_TLS["enabled"]},
+                # No default here: normalise_tls turns TLS on when files are given without ``enabled``.
+                "enabled": {"type": "bool"},
                 "ca_file": {"type": "path"},
                 "cert_file": {"type": "path"},
                 "key_file": {"type": "path"},

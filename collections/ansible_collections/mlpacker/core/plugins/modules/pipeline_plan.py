@@ -108,9 +108,11 @@ options:
         type: dict
         suboptions:
           enabled:
-            description: Connect with TLS.
+            description:
+              - Connect with TLS.
+              - When not given, V(true) if O(broker.tls.ca_file), O(broker.tls.cert_file) or
+                O(broker.tls.key_file) is given (naming TLS files means TLS), else V(false).
             type: bool
-            default: false
           ca_file:
             description: CA bundle to verify the broker with.
             type: path

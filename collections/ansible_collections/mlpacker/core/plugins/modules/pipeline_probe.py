@@ -95,9 +95,11 @@ options:
         type: dict
         suboptions:
           enabled:
-            description: Connect with TLS.
+            description:
+              - Connect with TLS.
+              - When not given, V(true) if O(broker.tls.ca_file), O(broker.tls.cert_file) or
+                O(broker.tls.key_file) is given (naming TLS files means TLS), else V(false).
             type: bool
-            default: false
           ca_file:
             description: CA bundle to verify the broker with.
             type: path
@@ -189,7 +191,7 @@ latency_ms:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.mlpacker.core.plugins.module_utils.broker import broker_options
+from ansible_collections.mlpacker.core.plugins.module_utils.broker import broker_options, normalise_tls
 from ansible_collections.mlpacker.core.plugins.module_utils.probe import (
     ProbeError,
     compare_predictions,
@@ -217,7 +219,7 @@ def probe_all(params):
             )
             results.append({"url": url, "predictions": predictions, "latency_ms": round(latency_ms, 3)})
         return results
-    broker = dict(params["broker"])
+    broker = dict(params["broker"], tls=normalise_tls(params["broker"].get("tls")))
     if not broker.get("password"):
         field, path = "broker_password_file", params["broker_password_file"]
         if not path and broker.get("password_file"):

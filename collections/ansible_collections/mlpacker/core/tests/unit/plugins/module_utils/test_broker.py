@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ansible_collections.mlpacker.core.plugins.module_utils.broker import resolve_broker
+from ansible_collections.mlpacker.core.plugins.module_utils.broker import normalise_tls, resolve_broker
 
 NO_TLS = {"enabled": False, "ca_file": None, "cert_file": None, "key_file": None, "insecure": False}
 
@@ -85,3 +85,22 @@ def test_managed_broker_listens_with_tls_unless_insecure(tls: bool, port: int, e
 def test_users_broker_keeps_its_own_tls_settings_in_an_insecure_deploy() -> None:
     given = {"host": "mqtt.example.org", "port": 8883, "tls": {"enabled": True}}
     assert resolve_broker(given, {}, {}, tls=False)["tls"] == TLS
+
+
+@pytest.mark.parametrize(
+    ("given", "enabled"),
+    [
+        (None, False),
+        ({}, False),
+        ({"enabled": True}, True),
+        ({"ca_file": "/etc/ca.crt"}, True),
+        ({"ca_file": "/etc/ca.crt", "enabled": None}, True),
+        ({"cert_file": "/c.crt", "key_file": "/c.key"}, True),
+        ({"ca_file": "/etc/ca.crt", "enabled": False}, False),
+        ({"insecure": True}, False),
+    ],
+)
+def test_tls_files_without_enabled_turn_tls_on(given: dict[str, Any] | None, enabled: bool) -> None:
+    resolved = normalise_tls(given)
+    assert resolved["enabled"] is enabled
+    assert set(resolved) == set(NO_TLS)
