@@ -61,7 +61,9 @@ from tests.deploy.helpers import (
     write_vars_file,
 )
 
-pytestmark = [pytest.mark.docker, pytest.mark.testbed, pytest.mark.slow]
+# One test deploys a pipeline in containers over SSH, checks it, re-runs and undeploys it: 511 s on a loaded
+# machine, close to pytest's 600 s per-test guard against hangs.
+pytestmark = [pytest.mark.docker, pytest.mark.testbed, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 BASE_PORT = 8400  # each test bed host has its own network namespace
 MANAGED_BROKER_PORT = 8883  # the managed broker's TLS listener (plain 1883 only with mlpacker_insecure)
