@@ -36,7 +36,7 @@ PLAYBOOK = """
 
 @pytest.fixture(scope="module")
 def client_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
-    _, ca = pki.make_ca("clients", 30, datetime.datetime.now(datetime.timezone.utc))
+    ca = pki.make_ca("clients", 30, datetime.datetime.now(datetime.timezone.utc))[1]
     path = tmp_path_factory.mktemp("ca") / "clients.pem"
     path.write_bytes(pki.certificate_pem(ca))
     return str(path)

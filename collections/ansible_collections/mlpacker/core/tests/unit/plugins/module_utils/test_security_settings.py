@@ -82,7 +82,7 @@ def pem_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("pem")
     now = datetime.datetime.now(datetime.timezone.utc)
     key, ca = pki.make_ca("clients CA", 30, now)
-    _, other_ca = pki.make_ca("partners CA", 30, now)
+    other_ca = pki.make_ca("partners CA", 30, now)[1]
     leaf_key, leaf = pki.issue_certificate(key, ca, "client", [], 30, now, ("client",))
     files = {
         "ca": pki.certificate_pem(ca),

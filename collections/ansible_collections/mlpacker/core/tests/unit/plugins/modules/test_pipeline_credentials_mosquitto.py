@@ -381,7 +381,7 @@ def test_a_subscriber_keeps_getting_messages_after_its_publishes_were_refused(
         assert scale.publish(forbidden, b"forged") == refused
         assert scale.publish("mlpacker/iris/stage/clf/in", row + b" scaled") == "Success"
         assert clf.next_message() == ("mlpacker/iris/stage/clf/in", row + b" scaled")
-    after = [f"row {next(rows)}".encode() for _ in range(3)]
+    after = [f"row {next(rows)}".encode() for _count in range(3)]
     for row in after:
         assert client.publish("mlpacker/iris/in", row) == "Success"
-    assert [scale.next_message() for _ in after] == [("mlpacker/iris/in", row) for row in after]
+    assert [scale.next_message() for _row in after] == [("mlpacker/iris/in", row) for row in after]
