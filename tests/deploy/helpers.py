@@ -644,3 +644,17 @@ def changed_tasks(output: str) -> list[str]:
         elif line.startswith("changed:") and task and (not found or found[-1] != task):
             found.append(task)
     return found
+
+
+def run_as_pasted(command: str) -> subprocess.CompletedProcess:
+    """Run a line the deploy printed as a user pastes it: /bin/sh, from another folder, without this
+    process' environment."""
+    return subprocess.run(
+        ["/bin/sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+    )

@@ -49,6 +49,7 @@ from tests.deploy.helpers import (
     processes_mentioning,
     record_credentials,
     request_options,
+    run_as_pasted,
     run_playbook,
     supervisor_pids,
     write_vars_file,
@@ -329,16 +330,7 @@ def test_the_records_curl_line_answers_through_the_shell(distributed: Deployment
     assert line.count("[[...]]") == 1, line
     rows = IRIS_SAMPLES[:2]
     command = line.replace("[[...]]", json.dumps(rows))
-    # As a user pastes it: /bin/sh, from another folder, without this process' environment.
-    result = subprocess.run(
-        ["/bin/sh", "-c", command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd="/",
-        env={"PATH": "/usr/bin:/bin"},
-        check=False,
-    )
+    result = run_as_pasted(command)
     assert result.returncode == 0, (command, result.stdout, result.stderr)
     assert json.loads(result.stdout) == {"predictions": distributed.expected(rows)}
     # The token is read from its file when the line runs: it is not in the line.

@@ -40,6 +40,7 @@ from tests.deploy.helpers import (
     iris_spec,
     pipeline_leftovers,
     read_first_line,
+    run_as_pasted,
     run_playbook,
     write_vars_file,
 )
@@ -280,23 +281,12 @@ def test_the_record_gives_the_client_certificate_and_a_working_curl_line(mtls: D
     rows = IRIS_SAMPLES[:2]
     command = line.replace("[[...]]", json.dumps(rows))
 
-    def shell(text: str) -> subprocess.CompletedProcess:
-        # As a user pastes it: /bin/sh, from another folder, without this process' environment.
-        return subprocess.run(
-            ["/bin/sh", "-c", text],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd="/",
-            env={"PATH": "/usr/bin:/bin"},
-            check=False,
-        )
-
-    result = shell(command)
+    result = run_as_pasted(command)
     assert result.returncode == 0, (command, result.stdout, result.stderr)
     assert json.loads(result.stdout) == {"predictions": mtls.expected(rows)}
     # The same line without the client certificate gets no answer (curl: TLS error, not an HTTP status).
-    without = shell(command.replace(f" --cert {mtls.pipeline_client[0]} --key {mtls.pipeline_client[1]}", ""))
+    certificate_options = f" --cert {mtls.pipeline_client[0]} --key {mtls.pipeline_client[1]}"
+    without = run_as_pasted(command.replace(certificate_options, ""))
     assert without.returncode not in (0, 22), (without.returncode, without.stdout, without.stderr)
     assert without.stdout == ""
 

@@ -55,6 +55,19 @@ def point_current(root: Path, folder: Path) -> None:
     os.replace(link, root / "current")
 
 
+def service_at_current(
+    runtimes: Any, pki: Any, config: dict[str, Any], root: Path, log: Path
+) -> RuntimeProcess:
+    """An HTTPS service run from ``root/current`` (the path a reload resolves again), not started yet; the
+    ``runtimes`` fixture stops it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPACKER_")}
+    service = RuntimeProcess(config, root / "current" / "config.json", log, env)
+    service.base_url = f"https://127.0.0.1:{config['rest']['port']}"
+    service.http = pki.https_client()
+    runtimes.started.append(service)
+    return service
+
+
 def served_certificate(port: int, ca_file: Path) -> bytes:
     context = ssl.create_default_context(cafile=str(ca_file))
     with socket.create_connection(("127.0.0.1", port), timeout=60) as raw:
@@ -134,11 +147,7 @@ def test_reload_moves_to_the_new_credentials_without_a_failed_request(
     rotated_server = _issue(pki.directory, f"server-rotated-{port}", pki.ca, "serverAuth", "IP:127.0.0.1")
     second = release(root, "second", config, rotated_server, ["tok-new-token-0002", "tok-old-token-0001"])
     point_current(root, first)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPACKER_")}
-    service = RuntimeProcess(config, root / "current" / "config.json", tmp_path / "service.log", env)
-    service.base_url = f"https://127.0.0.1:{port}"
-    service.http = pki.https_client()
-    runtimes.started.append(service)
+    service = service_at_current(runtimes, pki, config, root, tmp_path / "service.log")
     service.start()
     front_tokens = write_tokens(tmp_path / "front-token", "tok-old-token-0001")
     front = runtimes.start(
@@ -212,11 +221,7 @@ def test_reload_onto_a_release_with_a_missing_key_stops_the_service(
     broken = release(root, "broken", config, pki.server, ["tok-old-token-0001"])
     (broken / "secrets" / "server.key").unlink()
     point_current(root, first)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPACKER_")}
-    service = RuntimeProcess(config, root / "current" / "config.json", tmp_path / "service.log", env)
-    service.base_url = f"https://127.0.0.1:{port}"
-    service.http = pki.https_client()
-    runtimes.started.append(service)
+    service = service_at_current(runtimes, pki, config, root, tmp_path / "service.log")
     service.start().wait_ready()
     assert service.proc is not None
     point_current(root, broken)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.server
 import json
@@ -12,6 +13,7 @@ import ssl
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,10 @@ import pytest
 from ansible_collections.mlpacker.core.plugins.module_utils import pki
 
 
-@pytest.fixture()
-def ready_server():
-    """A real HTTP server answering /health/ready with 200 and anything else with 503."""
+@contextlib.contextmanager
+def serving_ready(context: ssl.SSLContext | None = None) -> Iterator[str]:
+    """A real HTTP server answering /health/ready with 200 and anything else with 503; over TLS with
+    ``context``. -> its base URL"""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
@@ -32,11 +35,21 @@ def ready_server():
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"{'https' if context else 'http'}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture()
+def ready_server() -> Iterator[str]:
+    with serving_ready() as url:
+        yield url
 
 
 def _write_pem(path: Path, key: Any, certificate: Any) -> tuple[str, str]:
@@ -68,28 +81,14 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def https_ready_server(request: pytest.FixtureRequest, tls_files: dict[str, str]):
     """The ready server over HTTPS with the CA's server certificate; "mutual-tls" also requires a client
     certificate of that CA. -> (base URL, whether a client certificate is required)"""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            self.send_response(200 if self.path == "/health/ready" else 503)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tls_files["server_cert"], tls_files["server_key"])
     mutual = request.param == "mutual-tls"
     if mutual:
         context.load_verify_locations(tls_files["ca"])
         context.verify_mode = ssl.CERT_REQUIRED
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{server.server_address[1]}", mutual
-    server.shutdown()
-    server.server_close()
+    with serving_ready(context) as url:
+        yield url, mutual
 
 
 def state_args(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
