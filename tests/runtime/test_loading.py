@@ -107,7 +107,7 @@ def test_skops_stage_and_trusted_types(
 
     custom = tmp_path / "custom.skops"
     sio.dump(FunctionTransformer(func=mlfuncs.ops.double).fit(iris_models.X), custom)
-    stage = {"name": "custom", "artifact": str(custom), "method": "transform"}
+    stage = {"name": "custom", "artifact": str(custom), "sha256": sha256_of(custom), "method": "transform"}
     with pytest.raises(StageLoadError) as caught:
         load(base_config([stage], code_dir=str(code_dir)))
     assert str(caught.value) == (
@@ -131,7 +131,11 @@ def test_onnx_stage_predict_and_proba(tmp_path: Path, iris_models: IrisModels) -
     )
     assert chain.expected_features == 4
     assert chain.predict(rows.tolist()) == iris_models.expected(rows)
-    proba = load(base_config([{"name": "all", "artifact": str(path), "method": "predict_proba"}]))
+    proba = load(
+        base_config(
+            [{"name": "all", "artifact": str(path), "sha256": sha256_of(path), "method": "predict_proba"}]
+        )
+    )
     np.testing.assert_allclose(
         proba.predict(rows.tolist()), iris_models.pipeline.predict_proba(rows), atol=1e-4
     )
@@ -154,8 +158,61 @@ def test_function_import_errors_name_the_field(code_dir: Path) -> None:
         StageLoadError, match=r"stages\[0\]\.function: module 'mlfuncs.ops' has no attribute 'nope'"
     ):
         load(base_config([function_stage("f", "mlfuncs.ops:nope")], code_dir=str(code_dir)))
-    with pytest.raises(StageLoadError, match=r"stages\[0\]\.function: cannot import module 'mlfuncs.absent'"):
+    with pytest.raises(
+        StageLoadError, match=r"stages\[0\]\.function: module 'mlfuncs.absent' is not a file under code_dir"
+    ):
         load(base_config([function_stage("f", "mlfuncs.absent:f")], code_dir=str(code_dir)))
+    (code_dir / "mlfuncs" / "broken.py").write_text("raise RuntimeError('broken on import')\n")
+    with pytest.raises(StageLoadError, match=r"stages\[0\]\.function: cannot import module 'mlfuncs.broken'"):
+        load(base_config([function_stage("f", "mlfuncs.broken:f")], code_dir=str(code_dir)))
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "subprocess:check_output",  # standard library, already imported
+        "os:system",
+        "json.decoder:JSONDecoder",  # a standard library package's module
+        "numpy:load",  # site-packages
+        "mlpacker_runtime.loading:load_object",  # the runtime itself
+    ],
+)
+def test_function_outside_code_dir_is_refused(tmp_path: Path, ref: str) -> None:
+    empty = tmp_path / "empty-code"
+    empty.mkdir()
+    with pytest.raises(StageLoadError) as caught:
+        load(base_config([function_stage("steal", ref)], code_dir=str(empty)))
+    module_name = ref.partition(":")[0]
+    assert str(caught.value).startswith(
+        f"stages[0].function: module {module_name!r} is not a file under code_dir {empty};"
+    )
+
+
+def test_code_dir_file_named_like_an_imported_module_is_refused(tmp_path: Path) -> None:
+    # code_dir/subprocess.py exists, but `import subprocess` answers the standard library's (sys.modules).
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "subprocess.py").write_text("def check_output(rows):\n    return rows\n")
+    with pytest.raises(StageLoadError, match=r"module 'subprocess' is not a file under code_dir"):
+        load(base_config([function_stage("steal", "subprocess:check_output")], code_dir=str(code)))
+
+
+def test_function_module_symlinked_out_of_code_dir_is_refused(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    outside = tmp_path / "outside_mod.py"
+    outside.write_text("def f(rows):\n    return rows\n")
+    (code / "linked_mod.py").symlink_to(outside)
+    with pytest.raises(StageLoadError, match=r"module 'linked_mod' is not a file under code_dir"):
+        load(base_config([function_stage("f", "linked_mod:f")], code_dir=str(code)))
+
+
+def test_artifact_without_recorded_sha256_is_not_loaded(iris_models: IrisModels) -> None:
+    stage = iris_models.stage("scale", "scaler", "transform")
+    del stage["sha256"]
+    with pytest.raises(StageLoadError) as caught:
+        load(base_config([stage]))
+    assert str(caught.value).startswith(f"stages[0].sha256: no sha256 recorded for {stage['artifact']};")
 
 
 def test_stage_error_names_the_stage(code_dir: Path) -> None:
@@ -171,7 +228,7 @@ def test_stage_error_names_the_stage(code_dir: Path) -> None:
         ([1, 2, 3, 4], "instances[0]: expected a row of 4 features, received a int"),
         ([], "'instances' is empty"),
         ({"a": 1}, "'instances' must be a list of rows, received dict"),
-        ([[1, 2, 3, [4]]], "'instances' must"),
+        ([[1, 2, 3, [4]]], "instances[0][3]: expected a value, received a list ([4])"),
     ],
 )
 def test_input_shape_errors(iris_models: IrisModels, instances: Any, message: str) -> None:
@@ -203,7 +260,7 @@ def test_onnx_without_onnxruntime_is_a_clear_error(
     path.write_bytes(b"not used: the import fails first")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
     with pytest.raises(StageLoadError) as caught:
-        load(base_config([{"name": "m", "artifact": str(path)}]))
+        load(base_config([{"name": "m", "artifact": str(path), "sha256": sha256_of(path)}]))
     assert str(caught.value) == (
         "stages[0].format: 'onnx' needs onnxruntime, which is not installed "
         "(pip install 'mlpacker-runtime[onnx]')"

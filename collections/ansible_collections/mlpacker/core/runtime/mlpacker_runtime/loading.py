@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import os
 import pickle
 import platform
 import sys
@@ -103,15 +104,20 @@ def load_object(config: dict[str, Any], index: int) -> Any:
         path = Path(artifact)
         if not path.is_file():
             raise StageLoadError(f"{field_prefix}.artifact: file not found: {artifact}")
-        if spec["sha256"]:
-            actual = file_sha256(path)
-            if actual != spec["sha256"]:
-                raise StageLoadError(
-                    f"{field_prefix}.sha256: artifact {artifact} has sha256 {actual}, "
-                    f"recorded {spec['sha256']} (file changed or corrupted)"
-                )
-        else:
-            log.warning("%s: no sha256 recorded for %s, integrity not checked", field_prefix, artifact)
+        # No digest, no load: an artifact is only unpickled once its content is the one recorded (or pinned
+        # in the spec) at packaging time.
+        if not spec["sha256"]:
+            raise StageLoadError(
+                f"{field_prefix}.sha256: no sha256 recorded for {artifact}; refusing to load an artifact"
+                " whose content cannot be checked (the deploy roles record it; set it when writing a"
+                " config by hand)"
+            )
+        actual = file_sha256(path)
+        if actual != spec["sha256"]:
+            raise StageLoadError(
+                f"{field_prefix}.sha256: artifact {artifact} has sha256 {actual}, "
+                f"recorded {spec['sha256']} (file changed or corrupted)"
+            )
     # Versions are checked before unpickling: an incompatible library can fail in obscure ways while loading.
     check_versions(field_prefix, spec["versions"], allow_mismatch=config["allow_version_mismatch"])
     reader = {
@@ -303,12 +309,39 @@ def _read_onnx(config: dict[str, Any], spec: dict[str, Any], field_prefix: str) 
     return session
 
 
-def _read_function(config: dict[str, Any], spec: dict[str, Any], field_prefix: str) -> Any:
-    code_dir = config["code_dir"]
-    if not Path(code_dir).is_dir():
-        raise StageLoadError(f"code_dir: directory not found: {code_dir}")
-    _ensure_code_dir_on_path(config)
-    module_name, _colon, attr = spec["function"].partition(":")
+def _inside(path: str | Path, folder: str | Path) -> bool:
+    real_path, real_folder = os.path.realpath(path), os.path.realpath(folder)
+    return real_path == real_folder or real_path.startswith(real_folder.rstrip(os.sep) + os.sep)
+
+
+def function_module_file(code_dir: str, module_name: str) -> Path | None:
+    """The file of ``module_name`` (dotted) under ``code_dir``: ``a/b.py`` or ``a/b/__init__.py``; None when
+    code_dir holds neither (inside code_dir after symlinks)."""
+    base = Path(code_dir).joinpath(*module_name.split("."))
+    for candidate in (base.with_name(base.name + ".py"), base / "__init__.py"):
+        if candidate.is_file() and _inside(candidate, code_dir):
+            return candidate
+    return None
+
+
+def _module_from_code_dir(code_dir: str, module_name: str, field_prefix: str) -> Any:
+    """Import ``module_name`` only when it (and each parent package) is a file under ``code_dir``: never the
+    standard library, site-packages or a module already imported from elsewhere (``subprocess``)."""
+    refused = (
+        f"{field_prefix}.function: module {module_name!r} is not a file under code_dir {code_dir};"
+        " function stages may only use the pipeline's own code (not the standard library or installed"
+        " packages)"
+    )
+    if function_module_file(code_dir, module_name) is None:
+        raise StageLoadError(refused)
+    parts = module_name.split(".")
+    for depth in range(1, len(parts)):
+        loaded = sys.modules.get(".".join(parts[:depth]))
+        if loaded is not None and not _from_code_dir(loaded, code_dir):
+            raise StageLoadError(refused)
+    loaded = sys.modules.get(module_name)
+    if loaded is not None and not _from_code_dir(loaded, code_dir):
+        raise StageLoadError(refused)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
@@ -319,3 +352,24 @@ def _read_function(config: dict[str, Any], spec: dict[str, Any], field_prefix: s
     if obj is None:
         raise StageLoadError(f"{field_prefix}.function: module {module_name!r} has no attribute {attr!r}")
     return obj
+    if not _from_code_dir(module, code_dir):
+        raise StageLoadError(refused)
+    return module
+
+
+def _from_code_dir(module: Any, code_dir: str) -> bool:
+    location = getattr(module, "__file__", None)
+    if location:
+        return _inside(location, code_dir)
+    # A namespace package (a folder without __init__.py): every folder it spans must be under code_dir.
+    paths = list(getattr(module, "__path__", []) or [])
+    return bool(paths) and all(_inside(path, code_dir) for path in paths)
+
+
+def _read_function(config: dict[str, Any], spec: dict[str, Any], field_prefix: str) -> Any:
+    code_dir = config["code_dir"]
+    if not code_dir or not Path(code_dir).is_dir():
+        raise StageLoadError(f"code_dir: directory not found: {code_dir}")
+    _ensure_code_dir_on_path(config)
+    module_name, _colon, attr = spec["function"].partition(":")
+    module = _module_from_code_dir(code_dir, module_name, field_prefix)
