@@ -34,10 +34,11 @@ FORMAT_LIBRARIES = {
 class MissingLibraryError(Exception):
     """A library needed to load a stage is not installed in the controller's Python."""
 
-    def __init__(self, library: str, needed_for: str):
+    def __init__(self, library: str, needed_for: str, message: str | None = None):
         self.library = library
         super().__init__(
-            f"the Python library '{library}' is needed for {needed_for}"
+            message
+            or f"the Python library '{library}' is needed for {needed_for}"
             f" but is not installed in the controller's Python ({sys.executable})"
         )
 
@@ -97,7 +98,9 @@ def service_config(
     runtime: SimpleNamespace, stages: list[dict[str, Any]], code_dir: str | None = None
 ) -> dict:
     """The validated runtime configuration of one service that runs ``stages`` in order, as the pipeline role
-    writes it but without the sha256 and recorded versions the hosts check.
+    writes it but without the recorded versions the hosts check. A stage's ``sha256`` (the digest the caller
+    computed, or pinned, before loading) is kept: the runtime refuses an artifact without one and compares the
+    file with it right before loading.
 
     A stage may set its own ``code_dir``: it is put on ``sys.path`` (the runtime has one ``code_dir``, which
     is ``code_dir`` or else the first stage's).
@@ -106,6 +109,8 @@ def service_config(
     for index, stage in enumerate(stages):
         entry = {key: stage[key] for key in STAGE_KEYS if stage.get(key) not in (None, "")}
         entry.setdefault("name", f"stages[{index}]")
+        if stage.get("sha256"):
+            entry["sha256"] = stage["sha256"]
         raw_stages.append(entry)
         own_code_dir = stage.get("code_dir")
         if own_code_dir:
@@ -160,3 +165,16 @@ def predict(runtime: SimpleNamespace, chain: Any, instances: Any) -> Any:
         raise StageError(
             f"stage {exc.stage!r} ({methods.get(exc.stage)}) failed: {type(cause).__name__}: {cause}"
         ) from exc
+
+
+def error_from_child(error: Any) -> Exception:
+    """The exception a module handles for a ``limited_child.ChildError`` (the child's exceptions come back as
+    type name and message): MissingLibraryError, RuntimeSourceError, StageError, or ``error`` itself (an
+    exception the artifact's own code raised while loading)."""
+    if error.type_name == "MissingLibraryError":
+        return MissingLibraryError(error.library or "?", "", message=error.message)
+    if error.type_name == "RuntimeSourceError":
+        return RuntimeSourceError(error.message)
+    if error.type_name in ("StageError", "UnknownFeatureCount"):
+        return StageError(error.message)
+    return error

@@ -10,8 +10,8 @@ module: artifact_info
 short_description: Inspect a pipeline stage artifact on the controller
 version_added: 0.1.0
 description:
-  - Loads a fitted stage (a joblib, pickle, skops or ONNX file, or a Python function) in the controller's
-    Python and
+  - Loads a fitted stage (a joblib, pickle, skops or ONNX file, or a Python function) in a child process of
+    the controller's Python, with a time limit (O(timeout)) and a memory limit (O(memory_mb)), and
     reports what the deploy roles record and check - its sha256, the library versions it was made with, the
       feature
     count it expects, the methods it has.
@@ -20,6 +20,13 @@ description:
   - The libraries are imported only when needed (joblib, scikit-learn, skops, onnxruntime); a missing one
     fails the
     module with its name.
+  - With O(sha256) (the spec's pin), the file's sha256 is compared with it before anything else - before the
+    cache is read and before the child process is started; a mismatch fails naming both digests and the file
+    is never opened for loading.
+  - With O(load=false) nothing is loaded - only the sha256, size, format and the controller's library versions
+    are reported (C(mlpacker_inspect_artifacts=false)).
+  - A function stage's module must be a file under O(code_dir); anything else (the standard library,
+    site-packages) is refused before anything is imported.
   - Runs on the controller (use C(delegate_to=localhost)) and changes nothing but its optional cache.
   - With O(cache_dir), what loading a file tells (type, steps, feature count, methods, untrusted types) is
     kept per file content, format, trusted types and installed library versions, so the next run with the same
@@ -67,8 +74,35 @@ options:
       - Controller directory that keeps what loading each artifact file told (not used for function stages).
       - Created when missing. When it cannot be written, the module warns and goes on without it.
     type: path
+  sha256:
+    description:
+      - The sha256 the file must have (the spec's C(stages[].sha256) pin), 64 hex digits. Checked before the
+        cache is read and before the file is loaded.
+    type: str
+  method:
+    description:
+      - The stage's method, used to probe the input signature (RV(input_signature)) of a scikit-learn object.
+        By default the first of predict, transform, predict_proba, decision_function the object has.
+    type: str
+  load:
+    description:
+      - V(false) reports the sha256, size, format and versions without loading anything (the other facts are
+        V(null) or empty).
+    type: bool
+    default: true
+  timeout:
+    description: Seconds the child process that loads the stage may take (C(mlpacker_inspect_timeout_s)).
+    type: int
+    default: 300
+  memory_mb:
+    description:
+      - Address space, in MiB, of the child process that loads the stage (C(RLIMIT_AS),
+        C(mlpacker_inspect_memory_mb)); V(0) sets no limit.
+    type: int
+    default: 4096
 notes:
-  - joblib and pickle files can run arbitrary code when loaded. Only inspect artifacts you trust.
+  - joblib and pickle files can run arbitrary code when loaded. Only inspect artifacts you trust, and pin them
+    (O(sha256)) - a limited child process bounds time and memory, it is not a sandbox.
 author:
   - MLPacker contributors (@mlpacker)
 """
@@ -170,6 +204,21 @@ untrusted_types:
   type: list
   elements: str
   sample: [sklearn.ensemble._hist_gradient_boosting.binning._BinMapper]
+input_signature:
+  description:
+    - What the stage's input rows hold, as far as the artifact tells - an ONNX model's input tensor, or a
+      scikit-learn object's C(n_features_in_) probed with a row of zeros and a row of strings (C(number) per
+      column when only the zeros are taken, else C(any)); V(null) when unknown or not loaded.
+    - C(source) (V(artifact)) and C(columns), each with C(name) (from C(feature_names_in_), else V(null)) and
+      C(type) (V(number), V(string) or V(any)).
+  returned: success
+  type: dict
+  sample: {source: artifact, columns: [{name: null, type: number}, {name: null, type: number}]}
+loaded:
+  description: Whether the stage was loaded (V(false) with O(load=false)).
+  returned: success
+  type: bool
+  sample: true
 cached:
   description: Whether the facts from loading the file came from O(cache_dir) (the file was not loaded).
   returned: success
@@ -180,28 +229,56 @@ cached:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mlpacker.core.plugins.module_utils.artifact_pins import (
+    PinMismatch,
+    normalise_sha256,
+    verify_pin,
+)
 from ansible_collections.mlpacker.core.plugins.module_utils.artifacts import (
     code_dir_digest,
     collect_versions,
     describe_object,
     describe_onnx_session,
     detect_format,
-    sha256_file,
+)
+from ansible_collections.mlpacker.core.plugins.module_utils.function_source import function_source_problem
+from ansible_collections.mlpacker.core.plugins.module_utils.input_signature import (
+    object_signature,
+    onnx_signature,
+)
+from ansible_collections.mlpacker.core.plugins.module_utils.limited_child import (
+    ChildError,
+    LimitExceeded,
+    run_limited,
 )
 from ansible_collections.mlpacker.core.plugins.module_utils.result_cache import (
     entry_path,
     read_entry,
     write_entry,
 )
+from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import PREDICTION_METHODS
 from ansible_collections.mlpacker.core.plugins.module_utils.stage_loading import (
     MissingLibraryError,
     RuntimeSourceError,
     StageError,
+    error_from_child,
     import_library,
     import_runtime,
     load_object,
     service_config,
 )
+
+# What is reported of a stage that was not loaded (load=false).
+NOT_LOADED = {
+    "object_type": None,
+    "library": None,
+    "library_version": None,
+    "n_features_in": None,
+    "steps": [],
+    "methods": [],
+    "untrusted_types": [],
+    "input_signature": None,
+}
 
 
 def load_one(runtime_source, stage, code_dir=None):
@@ -213,15 +290,37 @@ def load_one(runtime_source, stage, code_dir=None):
         raise StageError(str(exc).replace("stages[0].artifact", "path").replace("stages[0].", "")) from exc
 
 
+def in_child(module, func, *args):
+    """``func(*args)`` in the limited child process; its errors as the exceptions main() reports."""
+    try:
+        return run_limited(
+            func,
+            args,
+            timeout_s=module.params["timeout"],
+            memory_mb=module.params["memory_mb"],
+            what=f"inspecting {module.params['path'] or module.params['function']}",
+        )
+    except ChildError as exc:
+        raise error_from_child(exc) from exc
+
+
+def describe_function(runtime_source, function, code_dir):
+    loaded = load_one(runtime_source, {"function": function, "format": "function"}, code_dir)
+    return {"n_features_in": getattr(loaded, "n_features_in", None)}
+
+
 def inspect_function(module):
     code_dir = module.params["code_dir"]
     if not os.path.isdir(code_dir):
         module.fail_json(msg=f"code_dir: {code_dir} does not exist or is not a directory")
-    function = load_one(
-        module.params["runtime_source"],
-        {"function": module.params["function"], "format": "function"},
-        code_dir,
-    )
+    problem = function_source_problem("function", module.params["function"], code_dir)
+    if problem:
+        module.fail_json(msg=problem)
+    facts = {"n_features_in": None}
+    if module.params["load"]:
+        facts = in_child(
+            module, describe_function, module.params["runtime_source"], module.params["function"], code_dir
+        )
     sha256, size = code_dir_digest(code_dir)
     return {
         "sha256": sha256,
@@ -231,10 +330,12 @@ def inspect_function(module):
         "library": None,
         "library_version": None,
         "versions": collect_versions("function"),
-        "n_features_in": getattr(function, "n_features_in", None),
+        "n_features_in": facts["n_features_in"],
         "steps": [],
         "methods": ["call"],
         "untrusted_types": [],
+        "input_signature": None,
+        "loaded": module.params["load"],
         "cached": False,
     }
 
@@ -249,30 +350,52 @@ def inspect_file(module):
         module.fail_json(msg=f"format: {exc}")
     if artifact_format == "function":
         module.fail_json(msg=f"format: 'function' needs the function option, not path {path}")
+    # The pin first: a file that is not the pinned one is never loaded, nor answered from the cache.
+    try:
+        sha256 = verify_pin("sha256", path, module.params["sha256"])
+    except PinMismatch as exc:
+        module.fail_json(msg=str(exc), expected_sha256=exc.expected, sha256=exc.actual)
     fresh = {
-        "sha256": sha256_file(path),
+        "sha256": sha256,
         "format": artifact_format,
         "size": os.path.getsize(path),
         "versions": collect_versions(artifact_format),
     }
+    if not module.params["load"]:
+        return dict(NOT_LOADED, loaded=False, cached=False, **fresh)
     cache_path = None
     if module.params["cache_dir"]:
         cache_path = entry_path(
             module.params["cache_dir"],
-            [fresh["sha256"], artifact_format, sorted(module.params["trusted_types"]), fresh["versions"]],
+            [
+                fresh["sha256"],
+                artifact_format,
+                sorted(module.params["trusted_types"]),
+                fresh["versions"],
+                module.params["method"],
+            ],
         )
         cached = read_entry(cache_path)
-        if cached is not None:
-            return dict(cached, cached=True, **fresh)
-    facts = load_and_describe(
-        module.params["runtime_source"], path, artifact_format, module.params["trusted_types"]
+        if cached is not None and "input_signature" in cached:
+            return dict(cached, loaded=True, cached=True, **fresh)
+    facts = in_child(
+        module,
+        load_and_describe,
+        module.params["runtime_source"],
+        path,
+        artifact_format,
+        module.params["trusted_types"],
+        module.params["method"],
+        sha256,
     )
     if cache_path is not None:
         write_cached_facts(module, cache_path, facts)
-    return dict(facts, cached=False, **fresh)
+    return dict(facts, loaded=True, cached=False, **fresh)
 
 
-def load_and_describe(runtime_source, path, artifact_format, trusted_types):
+def load_and_describe(runtime_source, path, artifact_format, trusted_types, method=None, sha256=None):
+    """Runs in the child process: load the artifact (the runtime compares it with ``sha256`` first) and
+    describe it, its input signature included."""
     untrusted_types = []
     if artifact_format == "skops":
         skops_io = import_library("skops.io", "skops", f"inspecting {path}")
@@ -284,9 +407,16 @@ def load_and_describe(runtime_source, path, artifact_format, trusted_types):
                 " add them to the stage's trusted_types after checking them"
             )
     loaded = load_one(
-        runtime_source, {"artifact": path, "format": artifact_format, "trusted_types": trusted_types}
+        runtime_source,
+        {"artifact": path, "format": artifact_format, "trusted_types": trusted_types, "sha256": sha256},
     )
-    facts = describe_onnx_session(loaded) if artifact_format == "onnx" else describe_object(loaded)
+    if artifact_format == "onnx":
+        facts = describe_onnx_session(loaded)
+        facts["input_signature"] = onnx_signature(facts["onnx_inputs"])
+    else:
+        facts = describe_object(loaded)
+        probe_method = method or next((name for name in PREDICTION_METHODS if name in facts["methods"]), None)
+        facts["input_signature"] = object_signature(loaded, probe_method, facts["n_features_in"])
     facts["untrusted_types"] = untrusted_types
     return facts
 
@@ -308,6 +438,11 @@ def main():
             "trusted_types": {"type": "list", "elements": "str", "default": []},
             "cache_dir": {"type": "path"},
             "runtime_source": {"type": "path"},
+            "sha256": {"type": "str"},
+            "method": {"type": "str"},
+            "load": {"type": "bool", "default": True},
+            "timeout": {"type": "int", "default": 300},
+            "memory_mb": {"type": "int", "default": 4096},
         },
         mutually_exclusive=[("path", "function")],
         required_one_of=[("path", "function")],
@@ -317,6 +452,17 @@ def main():
     what = module.params["path"] or module.params["function"]
     if not module.params["runtime_source"]:
         module.fail_json(msg="runtime_source: the folder of the stage runtime (mlpacker_runtime) is needed")
+    if module.params["sha256"]:
+        try:
+            module.params["sha256"] = normalise_sha256(module.params["sha256"])
+        except ValueError as exc:
+            module.fail_json(msg=f"sha256: {exc}")
+        if module.params["function"]:
+            module.fail_json(msg="sha256: only artifact files are pinned, not function stages")
+    if module.params["timeout"] < 1:
+        module.fail_json(msg=f"timeout: {module.params['timeout']} must be at least 1 second")
+    if module.params["memory_mb"] < 0:
+        module.fail_json(msg=f"memory_mb: {module.params['memory_mb']} must be 0 (no limit) or more")
     try:
         if module.params["function"]:
             facts = inspect_function(module)
@@ -328,10 +474,14 @@ def main():
         module.fail_json(msg=f"cannot inspect {what}: {exc}", missing_library=exc.library)
     except StageError as exc:
         module.fail_json(msg=f"cannot inspect {what}: {exc}")
-    except Exception as exc:  # pylint: disable=broad-except
+    except LimitExceeded as exc:
+        module.fail_json(msg=f"cannot inspect {what}: {exc}")
+    except ChildError as exc:
         # Unpickling runs the artifact's own code: any error it raises is the artifact's problem, named here.
-        detail = str(exc) or "no detail (is the file truncated, or not in this format?)"
-        module.fail_json(msg=f"cannot load {what}: {type(exc).__name__}: {detail}")
+        detail = exc.message or "no detail (is the file truncated, or not in this format?)"
+        module.fail_json(msg=f"cannot load {what}: {exc.type_name}: {detail}")
+    except OSError as exc:
+        module.fail_json(msg=f"cannot read {what}: {exc}")
     module.exit_json(changed=False, **facts)
 
 

@@ -22,6 +22,9 @@ description:
     deterministic for a O(seed)) with the first stage's feature count. If that count is unknown (a function
       stage,
     an estimator without C(n_features_in_)) the module fails and asks for C(mlpacker_smoke_instances).
+  - The stages are loaded and run in a child process with a time limit (O(timeout)) and a memory limit
+    (O(memory_mb)). Before it starts, each artifact is compared with its pin (a stage's C(sha256), the spec's
+    C(stages[].sha256)); a mismatch fails naming the stage and both digests, and nothing is loaded.
   - Runs on the controller (use C(delegate_to=localhost) and C(run_once=true)) and changes nothing but its
     optional cache.
   - With O(cache_dir), the result is kept per stage description, artifact content (sha256), function code,
@@ -43,9 +46,9 @@ options:
     description:
       - The stages in order, as in the plan of M(mlpacker.core.pipeline_plan) (C(plan.stages)).
       - Each uses C(artifact) or C(function), C(format), C(method), C(trusted_types), C(name) and optionally
-        C(code_dir); other keys are ignored. The runtime fills in what is not given (the format from the
-        artifact's extension, the method - V(call) for functions, V(predict) for the last stage, else
-        V(transform)).
+        C(code_dir) and C(sha256) (a pin); other keys are ignored. The runtime fills in what is not given
+        (the format from the artifact's extension, the method - V(call) for functions, V(predict) for the
+        last stage, else V(transform)).
     type: list
     elements: dict
     required: true
@@ -71,6 +74,17 @@ options:
       - Controller directory that keeps computed results. Created when missing. When it cannot be written,
         the module warns and goes on without it.
     type: path
+  timeout:
+    description:
+      - Seconds the child process that loads and runs the stages may take (C(mlpacker_inspect_timeout_s)).
+    type: int
+    default: 300
+  memory_mb:
+    description:
+      - Address space, in MiB, of the child process that loads and runs the stages (C(RLIMIT_AS),
+        C(mlpacker_inspect_memory_mb)); V(0) sets no limit.
+    type: int
+    default: 4096
 requirements:
   - numpy, and the libraries the stages need (scikit-learn, joblib, skops, onnxruntime) in the controller's
     Python.
@@ -115,12 +129,21 @@ import os
 import sys
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mlpacker.core.plugins.module_utils.artifact_pins import (
+    PinMismatch,
+    normalise_sha256,
+    verify_pin,
+)
 from ansible_collections.mlpacker.core.plugins.module_utils.artifacts import (
     VERSIONED_LIBRARIES,
     code_dir_digest,
     collect_versions,
     n_features_in,
-    sha256_file,
+)
+from ansible_collections.mlpacker.core.plugins.module_utils.limited_child import (
+    ChildError,
+    LimitExceeded,
+    run_limited,
 )
 from ansible_collections.mlpacker.core.plugins.module_utils.result_cache import (
     entry_path,
@@ -132,6 +155,7 @@ from ansible_collections.mlpacker.core.plugins.module_utils.stage_loading import
     MissingLibraryError,
     RuntimeSourceError,
     StageError,
+    error_from_child,
     import_library,
     import_runtime,
     load_chain,
@@ -153,6 +177,20 @@ def check_stages(stages):
                 f"stages[{index}] ({stage.get('name')}): needs exactly one of artifact or function"
             )
     return problems
+
+
+def pinned_digests(stages):
+    """Each artifact stage with ``sha256`` set to its file's digest (the runtime compares the file with it
+    again right before loading), after comparing it with the stage's pin: PinMismatch naming the stage."""
+    checked = []
+    for index, stage in enumerate(stages):
+        stage = dict(stage)
+        if stage.get("artifact"):
+            pin = normalise_sha256(stage["sha256"]) if stage.get("sha256") else None
+            what = f"stages[{index}] ({stage.get('name')}).sha256"
+            stage["sha256"] = verify_pin(what, stage["artifact"], pin)
+        checked.append(stage)
+    return checked
 
 
 def first_stage_features(chain):
@@ -197,7 +235,7 @@ def cache_key(params):
     for stage in params["stages"]:
         described = dict(stage)
         if stage.get("artifact"):
-            described["artifact_sha256"] = sha256_file(stage["artifact"])
+            described["artifact_sha256"] = stage["sha256"]
         if stage.get("function"):
             code_dirs.add(stage.get("code_dir") or params["code_dir"])
         stages.append(described)
@@ -225,6 +263,8 @@ def main():
             "seed": {"type": "int", "default": 0},
             "cache_dir": {"type": "path"},
             "runtime_source": {"type": "path"},
+            "timeout": {"type": "int", "default": 300},
+            "memory_mb": {"type": "int", "default": 4096},
         },
         supports_check_mode=True,
     )
@@ -238,6 +278,20 @@ def main():
         module.fail_json(msg="; ".join(problems))
     if module.params["n_samples"] < 1:
         module.fail_json(msg=f"n_samples: {module.params['n_samples']} must be at least 1")
+    if module.params["timeout"] < 1 or module.params["memory_mb"] < 0:
+        module.fail_json(
+            msg=f"timeout ({module.params['timeout']}) must be at least 1 and memory_mb"
+            f" ({module.params['memory_mb']}) 0 (no limit) or more"
+        )
+    # The pins first: nothing is loaded (nor answered from the cache) for a file that is not the pinned one.
+    try:
+        module.params["stages"] = pinned_digests(stages)
+    except PinMismatch as exc:
+        module.fail_json(msg=f"cannot compute reference predictions: {exc}")
+    except ValueError as exc:
+        module.fail_json(msg=f"stages: a sha256 pin is not valid: {exc}")
+    except OSError as exc:
+        module.fail_json(msg=f"cannot read a stage's artifact: {exc}")
     cache_path = None
     if module.params["cache_dir"]:
         try:
@@ -248,15 +302,29 @@ def main():
         if cached is not None and {"instances", "predictions"} <= set(cached):
             module.exit_json(changed=False, cached=True, **cached)
     try:
-        result = reference(module.params)
+        try:
+            result = run_limited(
+                reference,
+                (module.params,),
+                timeout_s=module.params["timeout"],
+                memory_mb=module.params["memory_mb"],
+                what="loading and running the stages",
+            )
+        except ChildError as exc:
+            if exc.type_name == "UnknownFeatureCount":
+                raise UnknownFeatureCount(exc.message) from exc
+            raise error_from_child(exc) from exc
     except RuntimeSourceError as exc:
         module.fail_json(msg=str(exc))
     except MissingLibraryError as exc:
         module.fail_json(msg=f"cannot compute reference predictions: {exc}", missing_library=exc.library)
     except UnknownFeatureCount as exc:
         module.fail_json(msg=str(exc))
-    except StageError as exc:
+    except (StageError, LimitExceeded) as exc:
         module.fail_json(msg=f"cannot compute reference predictions: {exc}")
+    except ChildError as exc:
+        # Loading runs the artifacts' own code: what it raises is named, not a traceback.
+        module.fail_json(msg=f"cannot compute reference predictions: {exc.type_name}: {exc.message}")
     if cache_path is not None:
         try:
             write_entry(cache_path, result)

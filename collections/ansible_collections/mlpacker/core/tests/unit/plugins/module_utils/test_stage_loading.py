@@ -30,7 +30,9 @@ from ansible_collections.mlpacker.core.plugins.module_utils.stage_loading import
     load_chain,
     load_object,
     predict,
-    service_config,
+)
+from ansible_collections.mlpacker.core.plugins.module_utils.stage_loading import (
+    service_config as runtime_service_config,
 )
 from sklearn.preprocessing import FunctionTransformer
 
@@ -40,6 +42,24 @@ RUNTIME_SOURCE = str(Path(__file__).resolve().parents[4] / "runtime")
 @pytest.fixture(scope="module")
 def runtime():
     return import_runtime(RUNTIME_SOURCE)
+
+
+def service_config(runtime, stages: list[dict[str, Any]], code_dir: str | None = None) -> dict[str, Any]:
+    """The controller's config with each existing artifact's sha256, as artifact_info and pipeline_reference
+    pass it (the runtime loads no artifact without one)."""
+    with_digests = [
+        dict(stage, sha256=sha256_file(stage["artifact"]))
+        if stage.get("artifact") and Path(stage["artifact"]).is_file() and "sha256" not in stage
+        else stage
+        for stage in stages
+    ]
+    return runtime_service_config(runtime, with_digests, code_dir)
+
+
+def test_an_artifact_without_a_digest_is_not_loaded(runtime, models_dir: Path) -> None:
+    stage = {"name": "scale", "artifact": str(models_dir / "scaler.joblib")}
+    with pytest.raises(StageError, match=r"stages\[0\]\.sha256: no sha256 recorded for .*scaler\.joblib"):
+        load_object(runtime, runtime_service_config(runtime, [stage]))
 
 
 def run_on_controller(
@@ -115,7 +135,10 @@ def test_skops_untrusted_types_are_refused_until_trusted(runtime, tmp_path: Path
     ("reference", "message"),
     [
         ("features.scaling", r"stages\[0\]\.function: function stages need 'package.module:callable'"),
-        ("features.nothere:double", r"stages\[0\]\.function: cannot import module 'features.nothere'"),
+        (
+            "features.nothere:double",
+            r"stages\[0\]\.function: module 'features.nothere' is not a file under code_dir",
+        ),
         ("features.scaling:triple", r"module 'features.scaling' has no attribute 'triple'"),
         ("features.scaling:np", r"stages\[0\]\.method: a module object is not callable"),
     ],

@@ -130,3 +130,126 @@ def test_cache_dir_that_cannot_be_written_only_warns(run_module, models_dir: Pat
     assert result.get("failed") is not True, result
     assert result["n_features_in"] == 4
     assert any("cache_dir: cannot write" in warning for warning in result.get("warnings", [])), result
+
+
+class WritesMarker:
+    """Unpickling this runs ``open(marker, 'w')``: the code an untrusted pickle runs at load."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+class Sleeps:
+    def __reduce__(self):
+        import time
+
+        return (time.sleep, (60,))
+
+
+class Allocates:
+    def __reduce__(self):
+        return (bytearray, (2048 * 1024 * 1024,))
+
+
+def test_pinned_digest_mismatch_never_loads_the_pickle(run_module, models_dir: Path, tmp_path: Path) -> None:
+    import pickle
+
+    marker = tmp_path / "ran-at-load"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(WritesMarker(str(marker))))
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    pinned = hashlib.sha256(b"what the user reviewed").hexdigest()
+    result = run_module("artifact_info", {"path": str(path), "sha256": pinned.upper()})
+    assert result["failed"] is True
+    assert result["msg"] == (
+        f"sha256: artifact {path} has sha256 {actual}, expected (pinned) {pinned};"
+        " refusing to load it (the file changed, or the pin is wrong)"
+    )
+    assert (result["expected_sha256"], result["sha256"]) == (pinned, actual)
+    assert not marker.exists()
+
+
+def test_cached_facts_do_not_bypass_the_pin(run_module, models_dir: Path, tmp_path: Path) -> None:
+    path = models_dir / "pipeline.joblib"
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    args = {"path": str(path), "cache_dir": str(tmp_path / "cache"), "sha256": actual}
+    assert run_module("artifact_info", args)["cached"] is False
+    assert run_module("artifact_info", args)["cached"] is True
+    refused = run_module("artifact_info", dict(args, sha256="0" * 64))
+    assert refused["failed"] is True
+    assert f"has sha256 {actual}, expected (pinned) {'0' * 64}" in refused["msg"]
+
+
+@pytest.mark.parametrize(
+    ("artifact", "args", "message"),
+    [
+        (Sleeps(), {"timeout": 2}, "stopped after the time limit of 2 s (mlpacker_inspect_timeout_s)"),
+        (Allocates(), {"memory_mb": 1024}, "memory limit of 1024 MiB"),
+    ],
+)
+def test_inspection_child_is_limited(
+    run_module, tmp_path: Path, artifact: object, args: dict[str, int], message: str
+) -> None:
+    import pickle
+    import time
+
+    path = tmp_path / "heavy.pkl"
+    path.write_bytes(pickle.dumps(artifact))
+    started = time.monotonic()
+    result = run_module("artifact_info", {"path": str(path), **args})
+    assert result["failed"] is True
+    assert result["msg"].startswith(f"cannot inspect {path}: inspecting {path}: "), result["msg"]
+    assert message in result["msg"], result["msg"]
+    assert time.monotonic() - started < 60  # the sleeping pickle was killed, not waited for
+
+
+def test_load_false_loads_nothing(run_module, tmp_path: Path) -> None:
+    import pickle
+
+    marker = tmp_path / "ran-at-load"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(WritesMarker(str(marker))))
+    result = run_module("artifact_info", {"path": str(path), "load": False})
+    assert result.get("failed") is not True, result
+    assert (result["loaded"], result["object_type"], result["input_signature"]) == (False, None, None)
+    assert result["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "signature"),
+    [
+        ("pipeline.joblib", None, {"source": "artifact", "columns": [{"name": None, "type": "number"}] * 4}),
+        ("pipeline.onnx", None, {"source": "artifact", "columns": [{"name": None, "type": "number"}] * 4}),
+    ],
+)
+def test_input_signature_from_the_artifact(
+    run_module, models_dir: Path, name: str, method: str | None, signature: dict
+) -> None:
+    result = run_module("artifact_info", {"path": str(models_dir / name)})
+    assert result.get("failed") is not True, result
+    assert result["input_signature"] == signature
+
+
+@pytest.mark.parametrize(
+    ("function", "files"),
+    [
+        ("subprocess:check_output", {}),
+        ("os:system", {"os.py": "def system(rows):\n    return rows\n"}),
+        ("numpy:load", {}),
+    ],
+)
+def test_function_outside_code_dir_is_refused(
+    run_module, tmp_path: Path, function: str, files: dict[str, str]
+) -> None:
+    code_dir = tmp_path / "code"
+    code_dir.mkdir()
+    for name, text in files.items():
+        (code_dir / name).write_text(text)
+    result = run_module("artifact_info", {"function": function, "code_dir": str(code_dir)})
+    assert result["failed"] is True
+    module_name = function.partition(":")[0]
+    assert f"module {module_name!r} is not a file under code_dir {code_dir}" in result["msg"], result["msg"]
