@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlpacker_runtime import input_signature
+
 FORMATS = ("joblib", "pickle", "skops", "onnx", "function")
 METHODS = ("predict", "predict_proba", "transform", "decision_function", "call")
 MODES = ("rest", "stream")
@@ -44,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
         "threads": 4,
         "keepalive_s": 30,
         "max_body_bytes": 10 * 1024 * 1024,
+        # Rows one request may hold (more: 413 naming rest.max_instances).
+        "max_instances": 10000,
         "next_hops": [],
         "hop_timeout_s": 10.0,
     },
@@ -98,6 +102,8 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "sha256": None,
     "versions": {},
     "trusted_types": [],
+    # What the first stage takes, per column (mlpacker_runtime.input_signature); null: not recorded.
+    "input_signature": None,
 }
 
 
@@ -332,6 +338,7 @@ def _validate_stages(problems: list[str], config: dict[str, Any]) -> None:
         if _check(problems, f"{field}.versions", stage["versions"], "dict"):
             for dist, version in stage["versions"].items():
                 _check(problems, f"{field}.versions.{dist}", version, "str")
+        input_signature.validate(problems, f"{field}.input_signature", stage["input_signature"])
         if _check(problems, f"{field}.trusted_types", stage["trusted_types"], "list"):
             for pos, name in enumerate(stage["trusted_types"]):
                 _check(problems, f"{field}.trusted_types[{pos}]", name, "str")
@@ -364,6 +371,7 @@ def _validate_rest(problems: list[str], rest: dict[str, Any]) -> None:
     _check_positive(problems, "rest.threads", rest["threads"])
     _check_positive(problems, "rest.keepalive_s", rest["keepalive_s"])  # gunicorn takes whole seconds
     _check_positive(problems, "rest.max_body_bytes", rest["max_body_bytes"])
+    _check_positive(problems, "rest.max_instances", rest["max_instances"])
     _check_positive(problems, "rest.hop_timeout_s", rest["hop_timeout_s"], "number")
     if _check(problems, "rest.next_hops", rest["next_hops"], "list"):
         for index, url in enumerate(rest["next_hops"]):

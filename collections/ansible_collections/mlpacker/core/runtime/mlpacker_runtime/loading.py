@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from mlpacker_runtime.input_signature import InputSignature
+
 log = logging.getLogger("mlpacker_runtime.loading")
 
 
@@ -39,6 +41,7 @@ class Stage:
     versions: dict[str, str] = field(default_factory=dict)
     artifact: str | None = None
     function: str | None = None
+    input_signature: InputSignature | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -149,6 +152,16 @@ def load_stage(config: dict[str, Any], index: int) -> Stage:
     stage.versions = dict(spec["versions"])
     stage.artifact = spec["artifact"]
     stage.function = spec["function"]
+    stage.input_signature = InputSignature.from_config(spec.get("input_signature"))
+    if (
+        stage.input_signature is not None
+        and stage.expected_features is not None
+        and stage.input_signature.features != stage.expected_features
+    ):
+        raise StageLoadError(
+            f"{field_prefix}.input_signature: {stage.input_signature.features} columns, but the stage takes "
+            f"{stage.expected_features} features"
+        )
     log.info(
         "loaded stage %s (%s, method %s) from %s",
         stage.name,

@@ -44,7 +44,8 @@ class Service:
     def load(self) -> None:
         """Load every stage; on failure keep the error for /health/ready and re-raise."""
         try:
-            self.chain = Chain(load_stages(self.config))
+            forwards = self.config["mode"] == "rest" and bool(self.config["rest"]["next_hops"])
+            self.chain = Chain(load_stages(self.config), forwards=forwards)
         except Exception as exc:
             self.load_error = str(exc)
             raise

@@ -12,18 +12,22 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from mlpacker_runtime import __version__
 from mlpacker_runtime.auth import BearerAuth
 from mlpacker_runtime.chain import InputError, StageError
 from mlpacker_runtime.hops import HopError, HopTimeout, NextHops
+from mlpacker_runtime.log_limit import ThrottledLog
 from mlpacker_runtime.metrics import CONTENT_TYPE, Metrics
 from mlpacker_runtime.redaction import public_url
+from mlpacker_runtime.request_body import BodyError, instances_of, parse_json
 from mlpacker_runtime.rest.bearer_auth import BearerTokenRequired
+from mlpacker_runtime.rest.openapi import openapi_document
 from mlpacker_runtime.secret_files import read_tokens
 from mlpacker_runtime.service import Service
 from mlpacker_runtime.tls import hop_client_context
 
 log = logging.getLogger("mlpacker_runtime.rest")
+# Flask answers OPTIONS by itself unless a route says otherwise; every method a route does not list gets 405.
+ROUTE_OPTIONS = {"provide_automatic_options": False}
 
 
 def _json(status: int, body: Any) -> Response:
@@ -113,6 +117,8 @@ def create_app(
         tokens=read_tokens(token_file) if token_file else None,
     )
     auth = BearerAuth.from_config(config)
+    # An error that recurs on every request logs its traceback once, then counted one-line summaries.
+    unexpected_errors = ThrottledLog(log)
 
     app = Flask(f"mlpacker_runtime[{config['service']}]")
     app.config["MAX_CONTENT_LENGTH"] = rest["max_body_bytes"]
@@ -139,12 +145,19 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        return _error(exc.code or 500, f"{exc.name}: {request.method} {request.path}")
+        response = _error(exc.code or 500, f"{exc.name}: {request.method} {request.path}")
+        # 405 names the methods the path takes (RFC 9110: Allow is required on a 405).
+        for name, value in exc.get_headers():
+            if name.lower() == "allow":
+                response.headers["Allow"] = ", ".join(sorted(method.strip() for method in value.split(",")))
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
-        # Last resort: log the traceback, never leak it, never let it take the worker down.
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        # Last resort: log the traceback (once per kind), never leak it, never let it take the worker down.
+        unexpected_errors.exception(
+            (request.path, type(exc).__name__), f"unhandled error on {request.method} {request.path}", exc
+        )
         metrics.errors.labels("internal").inc()
         return _error(500, f"internal error: {type(exc).__name__}")
 
@@ -155,7 +168,8 @@ def create_app(
             status, body = _predict(raw)
         except Exception as exc:
             # Last resort, as for the other endpoints: log, never leak the traceback, keep the worker up.
-            log.exception("unhandled error on POST /predict")
+            key = ("/predict", type(exc).__name__)
+            unexpected_errors.exception(key, "unhandled error on POST /predict", exc)
             metrics.errors.labels("internal").inc()
             status, body = 500, _dumps({"error": f"internal error: {type(exc).__name__}"})
         metrics.requests.labels("/predict", str(status)).inc()
@@ -167,18 +181,16 @@ def create_app(
             metrics.errors.labels("not_ready").inc()
             return 503, _error_body("service not ready: " + service.readiness()[1]["error"])
         try:
-            payload = json.loads(raw)
-        except ValueError as exc:
-            metrics.errors.labels("bad_json").inc()
-            return 400, _error_body(f"malformed JSON body: {exc}")
-        if not isinstance(payload, dict) or "instances" not in payload:
-            metrics.errors.labels("bad_shape").inc()
-            return 422, _error_body('body must be a JSON object {"instances": [[...], ...]}')
-        instances = payload["instances"]
+            instances = instances_of(parse_json(raw), rest["max_instances"])
+        except BodyError as exc:
+            metrics.errors.labels(exc.kind).inc()
+            return exc.status, _error_body(str(exc))
         if isinstance(instances, list):
             metrics.batch_size.observe(len(instances))
         try:
-            result = service.chain.predict(instances, observe=metrics.observe_stage)
+            # Without a true/false token in the body, an all-numeric batch is checked by its numpy dtype.
+            bools = b"true" in raw or b"false" in raw
+            result = service.chain.predict(instances, observe=metrics.observe_stage, may_have_bools=bools)
         except InputError as exc:
             metrics.errors.labels("bad_shape").inc()
             return 422, _error_body(str(exc))
@@ -212,7 +224,7 @@ def create_app(
             return answer.status, _error_body(f"next hop {answer.url}: {detail}")
         return 502, _error_body(f"next hop {answer.url} answered {answer.status}: {detail}")
 
-    @app.post("/predict")
+    @app.post("/predict", **ROUTE_OPTIONS)
     def predict() -> Response:
         # Reached only for what the fast path hands over: chunked bodies, and bodies over the limit.
         started = time.perf_counter()
@@ -227,29 +239,31 @@ def create_app(
 
     app.wsgi_app = PredictFastPath(app.wsgi_app, handle_predict, rest["max_body_bytes"])  # type: ignore[method-assign]
 
-    @app.get("/health/live")
+    @app.get("/health/live", **ROUTE_OPTIONS)
     def live() -> Response:
         return _json(200, {"status": "alive"})
 
-    @app.get("/health/ready")
+    @app.get("/health/ready", **ROUTE_OPTIONS)
     def ready() -> Response:
         status, body = service.readiness()
         return _json(status, body)
 
-    @app.get("/metrics")
+    @app.get("/metrics", **ROUTE_OPTIONS)
     def metrics_endpoint() -> Response:
         return Response(metrics.render(), status=200, content_type=CONTENT_TYPE)
 
-    @app.get("/info")
+    @app.get("/info", **ROUTE_OPTIONS)
     def info() -> Response:
         body = service.info()
         body["next_hops"] = [public_url(url) for url in rest["next_hops"]]
         return _json(200, body)
 
-    @app.get("/openapi.json")
+    @app.get("/openapi.json", **ROUTE_OPTIONS)
     def openapi() -> Response:
-        features = service.chain.expected_features if service.chain is not None else None
-        return _json(200, openapi_document(config, features))
+        chain = service.chain
+        features = chain.expected_features if chain is not None else None
+        signature = chain.input_signature if chain is not None else None
+        return _json(200, openapi_document(config, features, signature))
 
     if auth is not None:
         # Outermost, in front of the /predict fast path too. Unknown paths share one metric label.
@@ -262,92 +276,3 @@ def create_app(
         app.wsgi_app = BearerTokenRequired(app.wsgi_app, auth, count_refusal)  # type: ignore[method-assign]
 
     return app
-
-
-def openapi_document(config: dict[str, Any], features: int | None) -> dict[str, Any]:
-    row: dict[str, Any] = {"type": "array", "items": {"type": ["number", "string"]}}
-    if features is not None:
-        row.update(minItems=features, maxItems=features, description=f"one row of {features} features")
-    error = {
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {"type": "string"}},
-                }
-            }
-        }
-    }
-    document = {
-        "openapi": "3.1.0",
-        "info": {
-            "title": f"{config['pipeline']} / {config['service']}",
-            "version": __version__,
-            "description": "MLPacker stage service: "
-            + " -> ".join(stage["name"] for stage in config["stages"])
-            + (" -> next hop" if config["rest"]["next_hops"] else ""),
-        },
-        "paths": {
-            "/predict": {
-                "post": {
-                    "summary": "Run the stages (and the next hops) on a batch of instances",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["instances"],
-                                    "properties": {
-                                        "instances": {"type": "array", "minItems": 1, "items": row}
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "predictions, one per instance",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["predictions"],
-                                        "properties": {"predictions": {"type": "array"}},
-                                    }
-                                }
-                            },
-                        },
-                        "400": {"description": "malformed JSON", **error},
-                        "413": {"description": "body larger than rest.max_body_bytes", **error},
-                        "422": {"description": "wrong shape or feature count", **error},
-                        "500": {"description": "a stage failed", **error},
-                        "502": {"description": "next hop unreachable", **error},
-                        "503": {"description": "stages not loaded yet", **error},
-                        "504": {"description": "next hop timed out", **error},
-                    },
-                }
-            },
-            "/health/live": {"get": {"responses": {"200": {"description": "process is up"}}}},
-            "/health/ready": {
-                "get": {
-                    "responses": {"200": {"description": "stages loaded"}, "503": {"description": "not yet"}}
-                }
-            },
-            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text format"}}}},
-            "/info": {"get": {"responses": {"200": {"description": "pipeline, stages, sha256, versions"}}}},
-        },
-        "x-expected-features": features,
-    }
-    if config["security"]["auth"]["token_file"]:
-        document["components"] = {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}
-        document["security"] = [{"bearer": []}]
-        paths = document["paths"]
-        for probe in ("/health/live", "/health/ready"):
-            paths[probe]["get"]["security"] = []  # open: orchestrators probe without credentials
-        paths["/predict"]["post"]["responses"]["401"] = {
-            "description": "missing or invalid bearer token",
-            **error,
-        }
-    return document
