@@ -10,6 +10,8 @@ Per-hop cost = (p50 of the 3-service chain - p50 of one service running the whol
 figure for a chain of bare Flask apps (``bare3``, forwarding over kept-alive http.client connections) is
 the floor set by gunicorn and Flask themselves. ``--baseline-runtime DIR`` also runs the services from an
 older copy of the runtime (DIR holds its ``mlpacker_runtime`` package), to compare versions in one run.
+This runtime's services get an ``input_signature`` on their entry stage, as a deploy records one (issue #13,
+"Cost": ``stage/stage@base`` throughput >= 0.95x); ``--no-signature`` leaves it out.
 
 Security (issue #12, "Cost"): ``stage-tls`` and ``chain3-tls`` are ``stage`` and ``chain3`` with
 ``security.tls`` (a bench CA and server certificate made with the openssl command line) and
@@ -35,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+import joblib
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
@@ -56,6 +60,12 @@ from common import (  # noqa: E402
 CHAIN = [("scale", "transform"), ("reduce", "transform"), ("classify", "predict")]
 HOPS = len(CHAIN) - 1
 TLS = "-tls"  # name suffix of the secured variant of a target
+
+
+def signature(stage_config: dict) -> dict:
+    """The input signature a deploy records for an sklearn artifact: one number column per feature."""
+    features = joblib.load(stage_config["artifact"]).n_features_in_
+    return {"source": "artifact", "columns": [{"name": None, "type": "number"}] * features}
 
 
 @dataclass
@@ -223,6 +233,11 @@ def main() -> None:
     parser.add_argument("--no-bare", action="store_true", help="skip the bare Flask targets")
     parser.add_argument("--no-tls", action="store_true", help="skip the secured (-tls) targets")
     parser.add_argument(
+        "--no-signature",
+        action="store_true",
+        help="no input_signature on this runtime's entry stages (a deploy records one by default)",
+    )
+    parser.add_argument(
         "--baseline-runtime", default=None, help="directory holding an older mlpacker_runtime"
     )
     args = parser.parse_args()
@@ -250,6 +265,9 @@ def main() -> None:
         ) -> Target:
             port = free_port()
             scheme = "https" if secure else "http"
+            if runtime_dir is None and not args.no_signature:
+                # As deployed: the entry stage checks each row against the signature before it runs.
+                stages = [{**stages[0], "input_signature": signature(stages[0])}, *stages[1:]]
             config = {
                 "pipeline": "bench",
                 "service": name,
@@ -408,7 +426,9 @@ def main() -> None:
                     "",
                 ]
             )
-            rows.append(["stage@base/stage throughput", f"{ratio(thr, 'stage@base', 'stage'):.2f}x", "", ""])
+            base_thr = ratio(thr, "stage", "stage@base")
+            label = "stage/stage@base throughput" + ("" if args.no_signature else " (signature check on)")
+            rows.append([label, f"{base_thr:.3f}x", ">= 0.95x", base_thr >= 0.95])
             if not args.no_bare:
                 rows += [
                     ["stage@base/bare throughput", f"{ratio(thr, 'stage@base', 'bare'):.2f}x", "", ""],
