@@ -352,3 +352,25 @@ def test_bind_is_an_address_or_a_list(iris_models: IrisModels) -> None:
     assert problems_of(raw) == ["rest.bind: expected an address or a non-empty list of addresses, got []"]
     raw = base_config(iris_models.three_stages(), rest={"bind": ["127.0.0.1", "127.0.0.1"]})
     assert problems_of(raw) == ["rest.bind: an address is listed twice: ['127.0.0.1', '127.0.0.1']"]
+
+
+def test_slow_client_and_message_size_limits_default_and_are_checked(iris_models: IrisModels) -> None:
+    config = build_config(base_config(iris_models.three_stages()), environ={})
+    assert config["rest"]["body_read_timeout_s"] == 10
+    assert config["rest"]["max_connections"] == 100
+    assert config["stream"]["max_message_bytes"] == 1024 * 1024
+    raw = base_config(
+        iris_models.three_stages(),
+        rest={"body_read_timeout_s": 0, "max_connections": "many"},
+        stream={"max_message_bytes": -1},
+    )
+    assert problems_of(raw) == [
+        "rest.body_read_timeout_s: must be > 0, got 0",
+        "rest.max_connections: expected a int, got 'many'",
+        "stream.max_message_bytes: must be > 0, got -1",
+    ]
+    raw = base_config(iris_models.three_stages(), rest={"threads": 8, "max_connections": 8})
+    assert problems_of(raw) == [
+        "rest.max_connections: must be more than rest.threads (8) so that kept-alive connections and "
+        "health probes fit, got 8"
+    ]

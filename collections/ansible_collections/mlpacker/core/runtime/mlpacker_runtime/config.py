@@ -48,6 +48,11 @@ DEFAULTS: dict[str, Any] = {
         "max_body_bytes": 10 * 1024 * 1024,
         # Rows one request may hold (more: 413 naming rest.max_instances).
         "max_instances": 10000,
+        # The longest a client may stay silent while sending its request (TLS handshake, headers, body):
+        # past it the request gets 408 and the connection is closed.
+        "body_read_timeout_s": 10,
+        # Connections one worker holds at most (gunicorn's worker_connections); the rest wait in the backlog.
+        "max_connections": 100,
         "next_hops": [],
         "hop_timeout_s": 10.0,
     },
@@ -77,6 +82,8 @@ DEFAULTS: dict[str, Any] = {
         "session_expiry_s": 86400,
         "keepalive_s": 30,
         "drain_timeout_s": 10.0,
+        # Larger messages are not parsed: they go to the error topic truncated, with their size.
+        "max_message_bytes": 1024 * 1024,
         "health_bind": "0.0.0.0",
         "health_port": 8000,
     },
@@ -372,6 +379,14 @@ def _validate_rest(problems: list[str], rest: dict[str, Any]) -> None:
     _check_positive(problems, "rest.keepalive_s", rest["keepalive_s"])  # gunicorn takes whole seconds
     _check_positive(problems, "rest.max_body_bytes", rest["max_body_bytes"])
     _check_positive(problems, "rest.max_instances", rest["max_instances"])
+    _check_positive(problems, "rest.body_read_timeout_s", rest["body_read_timeout_s"], "number")
+    _check_positive(problems, "rest.max_connections", rest["max_connections"])
+    if isinstance(rest["max_connections"], int) and isinstance(rest["threads"], int):
+        if 0 < rest["max_connections"] <= rest["threads"]:
+            problems.append(
+                f"rest.max_connections: must be more than rest.threads ({rest['threads']}) so that "
+                f"kept-alive connections and health probes fit, got {rest['max_connections']!r}"
+            )
     _check_positive(problems, "rest.hop_timeout_s", rest["hop_timeout_s"], "number")
     if _check(problems, "rest.next_hops", rest["next_hops"], "list"):
         for index, url in enumerate(rest["next_hops"]):
@@ -419,6 +434,7 @@ def _validate_stream(problems: list[str], stream: dict[str, Any], *, required: b
     _check_positive(problems, "stream.session_expiry_s", stream["session_expiry_s"])
     _check_positive(problems, "stream.keepalive_s", stream["keepalive_s"])
     _check_positive(problems, "stream.drain_timeout_s", stream["drain_timeout_s"], "number")
+    _check_positive(problems, "stream.max_message_bytes", stream["max_message_bytes"])
     _check_bind(problems, "stream.health_bind", stream["health_bind"])
     _check_port(problems, "stream.health_port", stream["health_port"])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -83,8 +84,12 @@ class PredictFastPath:
         length = int(length_text)
         if length > self.max_body_bytes:
             return self.flask_app(environ, start_response)  # Flask answers 413 and counts it
-        raw = environ["wsgi.input"].read(length) if length else b""
-        status, body = self.handle(raw)
+        try:
+            raw = environ["wsgi.input"].read(length) if length else b""
+        except TimeoutError as exc:  # rest.body_read_timeout_s (gunicorn worker): the client stalled
+            status, body = 408, _error_body(str(exc))
+        else:
+            status, body = self.handle(raw)
         start_response(
             f"{status} {HTTPStatus(status).phrase}",
             [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
@@ -119,6 +124,9 @@ def create_app(
     auth = BearerAuth.from_config(config)
     # An error that recurs on every request logs its traceback once, then counted one-line summaries.
     unexpected_errors = ThrottledLog(log)
+    # rest.threads requests run their stages at once; the worker has a thread for every connection it holds
+    # (rest/worker.py), so reading requests and answering health probes never waits for a predict.
+    predict_slots = threading.BoundedSemaphore(rest["threads"])
 
     app = Flask(f"mlpacker_runtime[{config['service']}]")
     app.config["MAX_CONTENT_LENGTH"] = rest["max_body_bytes"]
@@ -165,7 +173,8 @@ def create_app(
         """POST /predict without any web framework: (status, JSON body). Counts its own metrics."""
         started = time.perf_counter()
         try:
-            status, body = _predict(raw)
+            with predict_slots:
+                status, body = _predict(raw)
         except Exception as exc:
             # Last resort, as for the other endpoints: log, never leak the traceback, keep the worker up.
             key = ("/predict", type(exc).__name__)
@@ -233,6 +242,9 @@ def create_app(
         except RequestEntityTooLarge:
             metrics.request_seconds.labels("/predict").observe(time.perf_counter() - started)
             raise
+        except TimeoutError as exc:  # rest.body_read_timeout_s (gunicorn worker): the client stalled
+            metrics.errors.labels("read_timeout").inc()
+            return _error(408, str(exc))
         request.environ[_FLASK_COUNTED] = True
         status, body = handle_predict(raw)
         return Response(body, status=status, mimetype="application/json")

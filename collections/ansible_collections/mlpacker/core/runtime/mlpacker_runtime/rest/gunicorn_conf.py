@@ -28,6 +28,7 @@ from typing import Any
 from mlpacker_runtime.config import bind_addresses, load_config
 from mlpacker_runtime.metrics import MULTIPROC_ENV
 from mlpacker_runtime.rest import CONFIG_AS_GIVEN_ENV
+from mlpacker_runtime.rest.worker import timed_worker
 from mlpacker_runtime.security_check import check_security_files
 from mlpacker_runtime.tls import server_context
 
@@ -39,9 +40,13 @@ bind = [
     for address in bind_addresses(_rest["bind"])
 ]
 workers = _rest["workers"]
-# gthread: a thread pool per worker and real HTTP keep-alive (sync workers close after every request).
-worker_class = "gthread"
+# gthread (a thread pool per worker and real HTTP keep-alive; sync workers close after every request), with
+# a read timeout on every client socket and a thread for every connection (rest/worker.py): a slow or stalled
+# client cannot hold the threads health probes and other clients need. rest.threads bounds the requests that
+# run their stages at once (the app's semaphore), rest.max_connections the connections a worker holds.
+worker_class, _tls_socket_class = timed_worker(_rest["body_read_timeout_s"])
 threads = _rest["threads"]
+worker_connections = _rest["max_connections"]
 keepalive = _rest["keepalive_s"]
 # Stages load in a background thread after fork (see wsgi.py); the gthread main loop keeps heartbeating.
 timeout = 60
@@ -68,6 +73,9 @@ if _tls["cert_file"]:
 # connection (re-reading the key each time), and a context's session ticket key is its own, so clients
 # could never resume a session. One shared context lets a reconnecting hop resume on any worker.
 _server_context = server_context(_tls)
+if _server_context is not None:
+    # Its TLS sockets time out reads too (the handshake included).
+    _server_context.sslsocket_class = _tls_socket_class
 
 
 def ssl_context(conf: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:
