@@ -366,3 +366,43 @@ def test_health_server_listens_on_each_bind_address(
         assert get(f"http://{host}:{port}/health/ready")[0] == 200
     with pytest.raises(urllib3.exceptions.HTTPError):
         get(f"http://127.0.0.2:{port}/health/live")
+
+
+def test_oversized_and_bad_messages_reach_the_error_topic_truncated(
+    runtimes: Runtimes,
+    mosquitto: Broker,
+    mqtt_probe: Callable[[list[str]], MqttProbe],
+    iris_models: IrisModels,
+) -> None:
+    """A message over stream.max_message_bytes is not parsed: its error report names the size and the limit
+    and carries only the first KiB; every other bad message is truncated the same way, never copied whole."""
+    prefix = unique_prefix()
+    config = stream_config(iris_models.three_stages(), mosquitto.port, prefix, "iris", f"{prefix}/out")
+    config["stream"]["max_message_bytes"] = 64 * 1024
+    runtimes.start(config)
+    probe = mqtt_probe([f"{prefix}/out", f"{prefix}/errors"])
+    topic = f"{prefix}/iris/in"
+    good = [5.1, 3.5, 1.4, 0.2]
+    huge = json.dumps({"id": "huge", "instances": [good] * 5000}).encode()  # ~110 KB, valid JSON
+    bad = b'{"id": "bad", "instances": [' + b"[1, 2, 3, 4], " * 3000  # under the limit, unterminated
+    at_limit = json.dumps({"id": "fits", "instances": [good] * 2900}).encode()
+    assert len(huge) > 64 * 1024 > len(at_limit) > 60 * 1024
+    probe.publish(topic, None, raw=huge)
+    probe.publish(topic, None, raw=bad)
+    probe.publish(topic, None, raw=at_limit)
+    probe.publish(topic, {"id": "after", "instances": [good]})
+    outputs = probe.wait_for(f"{prefix}/out", 2)
+    assert [message["id"] for message in outputs] == ["fits", "after"]
+    assert len(outputs[0]["predictions"]) == 2900
+    errors = probe.wait_for(f"{prefix}/errors", 2)
+    assert errors[0]["id"] is None  # not parsed, so not known
+    assert errors[0]["error"] == (
+        f"message of {len(huge)} bytes exceeds stream.max_message_bytes (65536 bytes): not parsed"
+    )
+    assert errors[0]["payload"] == huge[:1024].decode()
+    assert (errors[0]["payload_bytes"], errors[0]["payload_truncated"]) == (len(huge), True)
+    assert errors[1]["error"].startswith("malformed JSON")
+    assert errors[1]["payload"] == bad[:1024].decode()
+    assert (errors[1]["payload_bytes"], errors[1]["payload_truncated"]) == (len(bad), True)
+    status, metrics = get(runtimes.started[0].base_url + "/metrics")
+    assert 'mlpacker_errors_total{kind="message_too_large"} 1.0' in metrics.decode()

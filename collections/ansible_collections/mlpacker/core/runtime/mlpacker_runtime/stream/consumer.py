@@ -33,6 +33,13 @@ from mlpacker_runtime.service import Service
 from mlpacker_runtime.tls import server_context
 
 log = logging.getLogger("mlpacker_runtime.stream")
+# An error report carries at most this much of the bad message (never all of it: a client must not be able
+# to make the error topic carry, or the consumer hold, copies of whatever it sends).
+PAYLOAD_EXCERPT_BYTES = 1024
+
+
+class MessageTooLarge(InputError):
+    """A message over stream.max_message_bytes: reported, never parsed."""
 
 
 def subscription_topic(stream: dict[str, Any]) -> str:
@@ -215,6 +222,11 @@ class StreamConsumer:
         message_id: Any = None
         stage = self.config["stages"][0]["name"]  # input problems are reported against the first stage
         try:
+            if len(raw) > stream["max_message_bytes"]:
+                raise MessageTooLarge(
+                    f"message of {len(raw)} bytes exceeds stream.max_message_bytes "
+                    f"({stream['max_message_bytes']} bytes): not parsed"
+                )
             try:
                 payload = json.loads(raw)
             except ValueError as exc:
@@ -233,6 +245,8 @@ class StreamConsumer:
             if isinstance(exc, StageError):
                 stage = exc.stage
                 kind = "stage"
+            elif isinstance(exc, MessageTooLarge):
+                kind = "message_too_large"
             elif isinstance(exc, InputError):
                 kind = "bad_input"
             else:
@@ -247,7 +261,10 @@ class StreamConsumer:
                 "service": self.config["service"],
                 "stage": stage,
                 "error": str(exc),
-                "payload": raw.decode("utf-8", errors="replace"),
+                # The first PAYLOAD_EXCERPT_BYTES of the message, its size, and whether that is all of it.
+                "payload": raw[:PAYLOAD_EXCERPT_BYTES].decode("utf-8", errors="replace"),
+                "payload_bytes": len(raw),
+                "payload_truncated": len(raw) > PAYLOAD_EXCERPT_BYTES,
             }
             return stream["error_topic"], json.dumps(report).encode()
         self.metrics.messages.labels("ok").inc()
