@@ -361,10 +361,6 @@ def _module_from_code_dir(code_dir: str, module_name: str, field_prefix: str) ->
         raise StageLoadError(
             f"{field_prefix}.function: cannot import module {module_name!r} from {code_dir}: {exc}"
         ) from exc
-    obj = getattr(module, attr, None)
-    if obj is None:
-        raise StageLoadError(f"{field_prefix}.function: module {module_name!r} has no attribute {attr!r}")
-    return obj
     if not _from_code_dir(module, code_dir):
         raise StageLoadError(refused)
     return module
@@ -386,3 +382,7 @@ def _read_function(config: dict[str, Any], spec: dict[str, Any], field_prefix: s
     _ensure_code_dir_on_path(config)
     module_name, _colon, attr = spec["function"].partition(":")
     module = _module_from_code_dir(code_dir, module_name, field_prefix)
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise StageLoadError(f"{field_prefix}.function: module {module_name!r} has no attribute {attr!r}")
+    return obj
