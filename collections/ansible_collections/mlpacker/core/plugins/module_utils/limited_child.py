@@ -14,6 +14,7 @@ import os
 import resource
 import select
 import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -51,6 +52,8 @@ def _out_of_memory(exc: BaseException | None) -> bool:
 def _child(func: Callable[..., Any], args: tuple, memory_mb: int, write_fd: int) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # whatever the artifact prints must not corrupt the module's answer on stdout
+    # pylint: disable-next=consider-using-with
+    sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the child
     for name in THREAD_VARIABLES:
         os.environ[name] = "1"
     try:
