@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import pickle
 import re
 import shlex
 import shutil
@@ -658,3 +659,32 @@ def run_as_pasted(command: str) -> subprocess.CompletedProcess:
         env={"PATH": "/usr/bin:/bin"},
         check=False,
     )
+
+
+def load_marker_artifact(inner: Path, target: Path, marker_dir: str) -> Path:
+    """A pickle at ``target`` that runs code when loaded, as an attacker's would, made of builtins only (no
+    module of its own to ship): loading it writes ``marker_dir/load-<uid>-<pid>`` (JSON: uid, euid, argv,
+    sys.prefix), when that folder exists, then returns the model pickled in ``inner`` (a joblib file), so the
+    stage still answers as before."""
+    model_bytes = pickle.dumps(joblib.load(inner))
+    expression = (
+        "(lambda os, sys, json: ([open(os.path.join(folder, 'load-%d-%d' % (os.getuid(), os.getpid())), 'w')"
+        ".write(json.dumps({'uid': os.getuid(), 'euid': os.geteuid(), 'argv': sys.argv,"
+        " 'prefix': sys.prefix}))"
+        " for folder in [" + repr(marker_dir) + "] if os.path.isdir(folder)],"
+        " __import__('pickle').loads(" + repr(model_bytes) + "))[1])"
+        "(__import__('os'), __import__('sys'), __import__('json'))"
+    )
+
+    class _Payload:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (eval, (expression, {}))
+
+    target.write_bytes(pickle.dumps(_Payload()))
+    return target
+
+
+def load_markers(listing: str) -> list[dict[str, Any]]:
+    """The markers ``load_marker_artifact``'s pickle wrote, from ``head -n 100 <folder>/load-*`` style output
+    (one JSON object per line)."""
+    return [json.loads(line) for line in listing.splitlines() if line.startswith("{")]

@@ -43,6 +43,7 @@ from tests.deploy.helpers import (
     free_port_block,
     in_process_predictions,
     iris_spec,
+    load_marker_artifact,
     pipeline_leftovers,
     port_is_listening,
     post_predict,
@@ -738,18 +739,19 @@ def test_release_that_fails_its_check_keeps_the_old_one_serving(
 
 ROOT_ONLY_MODULE = """
 import os
+import sys
 
 
 class WrappedClassifier:
-    \"\"\"Loads as root (the deploy's check) but not as the service user (the canary): a release that passes
-    its check and still fails its health check.\"\"\"
+    \"\"\"Loads as root (the controller) and in the deploy's check (run as the service user), but not in the
+    service itself (the canary): a release that passes its check and still fails its health check.\"\"\"
 
     def __init__(self, inner):
         self.inner = inner
         self.n_features_in_ = inner.n_features_in_
 
     def __setstate__(self, state):
-        if os.geteuid() != 0:
+        if os.geteuid() != 0 and "check" not in sys.argv:
             raise PermissionError("mlpacker_test_root_only refuses to load as uid %d" % os.geteuid())
         self.__dict__.update(state)
 
@@ -799,6 +801,73 @@ def test_release_that_fails_its_canary_health_check_keeps_the_old_one_serving(
     assert not any("canary" in path.name for path in Path("/etc/mlpacker/supervisor/conf.d").iterdir())
     expected = distributed.expected(IRIS_SAMPLES)
     assert post_predict(distributed.url(), IRIS_SAMPLES, credentials=distributed.credentials) == expected
+
+
+def test_a_pickle_that_runs_code_at_load_never_runs_as_root_on_the_host(
+    distributed: Deployment, deploy_root: Path
+) -> None:
+    """The classifier becomes a pickle that writes a marker (its uid, argv, interpreter) whenever it is
+    loaded, into the pipeline's log folder (the one the service's user may write): the deploy's check and the
+    service load it as mlp-<pipeline>, never as root. The controller loads it too (as root, from its own
+    Python)."""
+    log_dir = Path(f"/var/log/mlpacker/{distributed.name}")
+    for old in log_dir.glob("load-*"):
+        old.unlink()
+    artifact = load_marker_artifact(
+        distributed.models["classifier"],
+        distributed.models["classifier"].parent / "classifier-marker.joblib",
+        str(log_dir),
+    )
+    spec_file = write_vars_file(
+        deploy_root / f"{distributed.name}-marker.yml",
+        iris_spec(
+            distributed.name,
+            "rest",
+            "distributed",
+            dict(distributed.models, classifier=artifact),
+            distributed.base_port,
+        ),
+    )
+    deployed = distributed.play("deploy.yml", spec_file)
+    assert deployed.rc == 0, deployed.describe()
+    assert post_predict(distributed.url(), IRIS_SAMPLES, credentials=distributed.credentials) == (
+        distributed.expected(IRIS_SAMPLES)
+    )
+    markers = [json.loads(path.read_text()) for path in log_dir.glob("load-*")]
+    host_venvs = f"/opt/mlpacker/{distributed.name}/"
+    on_host = [marker for marker in markers if marker["prefix"].startswith(host_venvs)]
+    user = pwd.getpwnam(f"mlp-{distributed.name}")
+    assert user.pw_uid != 0
+    assert {(marker["uid"], marker["euid"]) for marker in on_host} == {(user.pw_uid, user.pw_uid)}, markers
+    assert any("check" in marker["argv"] for marker in on_host), markers  # mlpacker-runtime check
+    assert any("check" not in marker["argv"] for marker in on_host), markers  # the canary and the service
+    distributed.spec_file = spec_file  # what the services now run (the same answers)
+
+
+def test_a_damaged_wheelhouse_is_repaired_by_the_next_deploy(distributed: Deployment) -> None:
+    """One wheel deleted, one altered and the digests file gone (an interrupted unpacking) on the host: the
+    next deploy with the same inputs sees the drift, unpacks the wheelhouse again and writes SHA256SUMS last;
+    the services are left running."""
+    (wheelhouse,) = Path(f"/opt/mlpacker/{distributed.name}/.wheelhouse").iterdir()
+    wheels = sorted(wheelhouse.glob("*.whl"))
+    assert len(wheels) >= 2, wheels
+    digests = (wheelhouse / "SHA256SUMS").read_text()
+    assert f"  {wheels[0].name}\n" in digests and f"  {wheels[1].name}\n" in digests
+    wheels[0].unlink()
+    wheels[1].write_bytes(b"not the wheel the controller downloaded")
+    programs = [f"mlpacker-{distributed.name}-{stage}" for stage in STAGES]
+    pids_before = supervisor_pids(programs)
+
+    repaired = distributed.play("deploy.yml")
+    assert repaired.rc == 0, repaired.describe()
+    changed = changed_tasks(repaired.output)
+    assert any("Ship the wheelhouse (hosts install offline from it)" in task for task in changed), changed
+    checked = subprocess.run(
+        ["sha256sum", "--check", "--strict", "--quiet", "SHA256SUMS"], cwd=wheelhouse, capture_output=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert (wheelhouse / "SHA256SUMS").read_text() == digests
+    assert supervisor_pids(programs) == pids_before, "repairing the wheelhouse restarted a service"
 
 
 def test_undeploy_leaves_no_process_port_or_file(

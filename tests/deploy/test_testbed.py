@@ -33,6 +33,8 @@ from tests.deploy.helpers import (
     leftovers_on_testbed_host,
     listen_addresses_on_testbed_host,
     listeners_of_processes_on,
+    load_marker_artifact,
+    load_markers,
     mqtt_roundtrip,
     post_predict,
     read_first_line,
@@ -132,6 +134,17 @@ def test_deploy_over_ssh(
 ) -> None:
     spec = spec_for(mode, layout, iris_models)
     name = spec["mlpacker_pipeline"]["name"]
+    marker_dir = f"/var/log/mlpacker/{name}"
+    if mode == "rest":
+        # The classifier as a pickle that runs code when loaded (it writes who loaded it into the pipeline's
+        # log folder, then returns the classifier): on the hosts it must never run as root.
+        spec["mlpacker_pipeline"]["stages"][2]["artifact"] = str(
+            load_marker_artifact(
+                iris_models["classifier"],
+                iris_models["classifier"].parent / f"{name}-marker.joblib",
+                marker_dir,
+            )
+        )
     inventory = Path(testbed.inventory_path)
     managed_broker = mode == "stream" and layout == "atomic"
     if managed_broker:
@@ -156,6 +169,16 @@ def test_deploy_over_ssh(
         if mode == "rest":
             # Every host of the first stage's group is an entry point.
             assert_rest_entry_points_are_secured(testbed, record, expected)
+            for host in hosts:
+                uid = int(testbed.run(host, f"id -u mlp-{name}").stdout)
+                listing = testbed.run(host, f"for f in {marker_dir}/load-*; do cat $f; echo; done").stdout
+                markers = load_markers(listing)
+                assert uid != 0 and markers, (host, listing)
+                loaded_as = {(marker["uid"], marker["euid"]) for marker in markers}
+                assert loaded_as == {(uid, uid)}, (host, markers)
+                # mlpacker-runtime check, then the canary and the service.
+                assert any("check" in marker["argv"] for marker in markers), (host, markers)
+                assert any("check" not in marker["argv"] for marker in markers), (host, markers)
         elif managed_broker:
             broker = testbed.address("cloud1")
             assert record["broker"]["host"] == broker and record["broker"]["port"] == MANAGED_BROKER_PORT

@@ -47,6 +47,9 @@ options:
     description: The content hash of the stage runtime's source.
     type: str
     required: true
+  lock_sha256:
+    description: The content hash of the spec's C(requirements_lock), when it has one.
+    type: str
 """
 
 EXAMPLES = r"""
@@ -75,12 +78,16 @@ def wheelhouse_filter(
     containers_only=False,
     container_python="3.11",
     container_glibc="2.36",
+    lock_sha256=None,
 ):
     try:
         target = wheel_target(list(probe_lines), containers_only, container_python, container_glibc)
     except ValueError as exc:
         raise AnsibleFilterError(f"mlpacker.core.wheelhouse: {exc}") from exc
-    return {"target": target, "id": wheelhouse_id(target, list(requirements), list(tools), runtime_sha256)}
+    return {
+        "target": target,
+        "id": wheelhouse_id(target, list(requirements), list(tools), runtime_sha256, lock_sha256),
+    }
 
 
 class FilterModule:

@@ -205,6 +205,7 @@ def build_plan(
         "base_dir": spec["base_dir"],
         "code_dir": spec["code_dir"],
         "requirements": spec["requirements"],
+        "requirements_lock": spec.get("requirements_lock"),
         "topics": {
             "input": spec["input_topic"],
             "output": spec["output_topic"],

@@ -16,6 +16,8 @@ import re
 from typing import Any
 
 from ansible_collections.mlpacker.core.plugins.module_utils.broker import BROKER_GROUP
+from ansible_collections.mlpacker.core.plugins.module_utils.pip_requirements import check_requirements
+from ansible_collections.mlpacker.core.plugins.module_utils.requirements_lock import read_lock
 from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import (
     ARTIFACT_FORMATS,
     CALL_METHOD,
@@ -38,6 +40,7 @@ PIPELINE_KEYS = (
     "containers",
     "group",
     "requirements",
+    "requirements_lock",
     "base_dir",
     "code_dir",
     "input_topic",
@@ -274,6 +277,7 @@ def validate_pipeline(
     groups: dict[str, list[str]],
     working_dir: str,
     broker_given: bool = False,
+    allow_direct_references: bool = False,
 ) -> dict[str, Any]:
     """Validate ``pipeline`` against the inventory ``groups``;
     return the normalised spec or raise SpecError."""
@@ -298,18 +302,26 @@ def validate_pipeline(
     spec["containers"] = check_bool(errors, SPEC_ROOT + ".containers", pipeline.get("containers", False))
 
     requirements = pipeline.get("requirements", [])
-    if not isinstance(requirements, list) or not all(
-        isinstance(item, str) and item.strip() for item in requirements
-    ):
-        errors.append(
-            f"{SPEC_ROOT}.requirements: expected a list of pip requirement strings, got {requirements!r}"
-        )
-        requirements = []
-    spec["requirements"] = list(requirements)
+    # PEP 508 requirements only: no pip option, URL or path reaches pip download (pip_requirements.py).
+    requirement_problems = check_requirements(
+        requirements, SPEC_ROOT + ".requirements", allow_direct_references
+    )
+    errors.extend(requirement_problems)
+    spec["requirements"] = [] if requirement_problems else list(requirements)
 
     spec["base_dir"] = os.path.abspath(working_dir)
     if pipeline.get("base_dir") is not None:
         spec["base_dir"] = resolve_dir(errors, SPEC_ROOT + ".base_dir", pipeline["base_dir"], working_dir)
+    # A pip hash-checking requirements file (requirements_lock.py): the wheelhouse is downloaded and installed
+    # with --require-hashes; the spec's requirements must each be in it.
+    spec["requirements_lock"], lock_problems = read_lock(
+        pipeline.get("requirements_lock"),
+        spec["base_dir"],
+        SPEC_ROOT + ".requirements_lock",
+        spec["requirements"],
+        SPEC_ROOT + ".requirements",
+    )
+    errors.extend(lock_problems)
     spec["code_dir"] = None
     if pipeline.get("code_dir") is not None:
         spec["code_dir"] = resolve_dir(

@@ -1,11 +1,14 @@
 # Copyright (c) MLPacker contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""A host's wheelhouse: the target its wheels are built for, and the name that says what it holds."""
+"""A host's wheelhouse: the target its wheels are built for, the name that says what it holds, and the digests
+of its files."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
+import tarfile
 
 
 def wheel_target(probe_lines, containers_only=False, container_python="3.11", container_glibc="2.36"):
@@ -23,10 +26,36 @@ def wheel_target(probe_lines, containers_only=False, container_python="3.11", co
     }
 
 
-def wheelhouse_id(target, requirements, tools, runtime_sha256):
+def wheelhouse_id(target, requirements, tools, runtime_sha256, lock_sha256=None):
     """``cp<XY>-<arch>-<hash>``: the hash covers everything the wheelhouse is made from, so equal inputs share
-    one wheelhouse (on the controller and on the hosts) and any change makes a new one."""
+    one wheelhouse (on the controller and on the hosts) and any change makes a new one. ``lock_sha256``: the
+    content hash of the spec's requirements_lock (left out when there is none, so such names stay as they
+    were)."""
     inputs = {"target": target, "requirements": requirements, "tools": tools, "runtime": runtime_sha256}
+    if lock_sha256:
+        inputs["lock"] = lock_sha256
     # The same text as Ansible's to_json(sort_keys=true), which named wheelhouses before this function.
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()
     return f"cp{target['python'].replace('.', '')}-{target['arch']}-{digest[:16]}"
+
+
+def archive_digests(archive):
+    """``<sha256>  <name>`` lines (sha256sum's format, sorted by name) of every regular file in the wheelhouse
+    ``archive`` (a tar of one flat folder): what a host checks its unpacked copy against with
+    ``sha256sum --check --strict``. Raises ValueError on a member a flat wheelhouse cannot hold."""
+    lines = []
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            if member.isdir():
+                continue
+            name = posixpath.normpath(member.name)
+            if not member.isfile() or "/" in name or name in (".", "..") or any(c.isspace() for c in name):
+                raise ValueError(f"{archive}: {member.name!r} is not a file at the top of a wheelhouse")
+            digest = hashlib.sha256()
+            source = tar.extractfile(member)
+            block = source.read(1 << 20)
+            while block:
+                digest.update(block)
+                block = source.read(1 << 20)
+            lines.append((name, f"{digest.hexdigest()}  {name}\n"))
+    return "".join(line for _, line in sorted(lines))

@@ -44,7 +44,9 @@ options:
       - The pipeline spec (C(mlpacker_pipeline)).
       - 'Keys: C(name) (required, V(^[a-z][a-z0-9-]{0,30}$)), C(mode) (V(rest) or V(stream), default V(rest)),
         C(layout) (V(atomic) or V(distributed), default V(atomic)), C(containers) (bool, default V(false)),
-        C(group) (atomic layout only, required there), C(requirements) (list of pip requirement strings),
+        C(group) (atomic layout only, required there), C(requirements) (list of PEP 508 requirements; no pip
+        options, URLs or paths, see O(allow_direct_references)), C(requirements_lock) (a pip requirements file
+        with C(--hash) options, relative to C(base_dir); every requirement must be in it),
         C(base_dir) (relative artifact paths resolve against it, default O(working_dir)), C(code_dir) (Python
           code for
         function stages, relative to C(base_dir)), C(input_topic), C(output_topic), C(error_topic)
@@ -143,6 +145,13 @@ options:
         listener on 8883; V(false) (an insecure deploy, C(mlpacker_insecure)) C(http://) and plain 1883.
     type: bool
     default: true
+  allow_direct_references:
+    description:
+      - Let C(requirements) name URLs (C(pkg @ https://...)) and local paths or archives (the
+        C(mlpacker_allow_direct_references) setting). By default each entry must be a PEP 508 requirement
+        resolved from the package index; pip options (C(--index-url), C(-e), C(-r)) are refused either way.
+    type: bool
+    default: false
 author:
   - MLPacker contributors (@mlpacker)
 """
@@ -263,6 +272,7 @@ def main():
             "working_dir": {"type": "path"},
             "default_port": {"type": "int", "default": 8000},
             "tls": {"type": "bool", "default": True},
+            "allow_direct_references": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -274,7 +284,11 @@ def main():
     try:
         groups = groups_as_lists(params["groups"])
         spec = validate_pipeline(
-            params["pipeline"], groups, working_dir, broker_given=params["broker"] is not None
+            params["pipeline"],
+            groups,
+            working_dir,
+            broker_given=params["broker"] is not None,
+            allow_direct_references=params["allow_direct_references"],
         )
         broker = None
         if spec["mode"] == "stream":

@@ -3,9 +3,12 @@
 # With uv when the wheelhouse holds its wheel (the pipeline role ships it): it installs numpy, scipy and
 # scikit-learn in a few seconds where pip takes tens of seconds on a small host. With pip otherwise.
 # Hermetic either way: no config file, index or cache of the host changes what gets installed.
+# A wheelhouse holding requirements.lock (the spec's requirements_lock) is installed from it first with
+# --require-hashes: every locked wheel must match its hash; then the requirements (the runtime) on top.
 set -eu
 python=$1 venv=$2 wheelhouse=$3
 shift 3
+lock="$wheelhouse/requirements.lock"
 rm -rf "$venv"
 uv_wheel=$(ls "$wheelhouse"/uv-*.whl 2>/dev/null | tail -n 1 || true)
 if [ -n "$uv_wheel" ]; then
@@ -29,11 +32,19 @@ PY
     fi
     export UV_NO_CONFIG=1 UV_PYTHON_DOWNLOADS=never UV_NO_CACHE=1 UV_NO_PROGRESS=1
     "$uv" venv --quiet --python "$python" "$venv"
+    if [ -f "$lock" ]; then
+        "$uv" pip install --quiet --offline --no-index --find-links "$wheelhouse" --link-mode copy \
+            --python "$venv/bin/python" --require-hashes -r "$lock"
+    fi
     "$uv" pip install --quiet --offline --no-index --find-links "$wheelhouse" --link-mode copy \
         --python "$venv/bin/python" "$@"
 else
     export PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_CONSTRAINT=""
     "$python" -m venv "$venv"
+    if [ -f "$lock" ]; then
+        "$venv/bin/python" -m pip install --no-index --find-links "$wheelhouse" --disable-pip-version-check \
+            --no-warn-script-location -q --require-hashes -r "$lock"
+    fi
     "$venv/bin/python" -m pip install --no-index --find-links "$wheelhouse" --disable-pip-version-check \
         --no-warn-script-location -q "$@"
 fi

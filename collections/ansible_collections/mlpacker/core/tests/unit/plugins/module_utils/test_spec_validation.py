@@ -169,7 +169,18 @@ DISTRIBUTED_ERRORS = [
     (
         "requirements",
         ["numpy", ""],
-        "mlpacker_pipeline.requirements: expected a list of pip requirement strings",
+        "mlpacker_pipeline.requirements[1]: expected a pip requirement string",
+    ),
+    (
+        "requirements",
+        ["numpy", "--index-url=http://127.0.0.1:9/simple"],
+        "mlpacker_pipeline.requirements[1]: '--index-url=http://127.0.0.1:9/simple' is a pip option",
+    ),
+    (
+        "requirements",
+        ["evil @ https://example.invalid/evil-1.0-py3-none-any.whl"],
+        "mlpacker_pipeline.requirements[0]: 'evil @ https://example.invalid/evil-1.0-py3-none-any.whl' is a"
+        " direct reference",
     ),
     (
         "base_dir",

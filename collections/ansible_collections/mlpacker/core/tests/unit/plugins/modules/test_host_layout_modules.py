@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +62,30 @@ def test_footprint_reads_and_changes_nothing(tmp_path: Path, run_module) -> None
     assert not found["changed"] and found["services"] == ["iris-scale"] and found["last"], found
     refused = run_module("pipeline_footprint", {**args, "pipeline": "../etc"})
     assert refused.get("failed") and "pipeline: '../etc' is not a pipeline name" in refused["msg"], refused
+
+
+def test_wheelhouse_digests_are_taken_once_and_kept_beside_the_archive(tmp_path: Path, run_module) -> None:
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "numpy-2.1.3-cp311-none-any.whl").write_bytes(b"numpy")
+    archive = tmp_path / "cp311-x86_64-0123.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(wheels, arcname=".")
+    expected = f"{hashlib.sha256(b'numpy').hexdigest()}  numpy-2.1.3-cp311-none-any.whl\n"
+    first = run_module("wheelhouse_digests", {"archive": str(archive)}, check_mode=True)
+    assert first["digests"] == expected and not first["changed"], first
+    kept = Path(first["path"])
+    assert kept == Path(f"{archive}.sha256") and kept.read_text() == expected
+    # Kept while newer than the archive: the module reads the kept file (seen by giving it other text).
+    kept.write_text("kept\n")
+    assert run_module("wheelhouse_digests", {"archive": str(archive)})["digests"] == "kept\n"
+    # A newer archive is read again.
+    os.utime(archive, ns=(kept.stat().st_mtime_ns + 10**9, kept.stat().st_mtime_ns + 10**9))
+    assert run_module("wheelhouse_digests", {"archive": str(archive)})["digests"] == expected
+
+
+def test_wheelhouse_digests_name_an_unreadable_archive(tmp_path: Path, run_module) -> None:
+    (tmp_path / "broken.tar").write_bytes(b"not a tar")
+    failed = run_module("wheelhouse_digests", {"archive": str(tmp_path / "broken.tar")})
+    assert failed["failed"] and f"wheelhouse archive {tmp_path / 'broken.tar'}" in failed["msg"], failed
