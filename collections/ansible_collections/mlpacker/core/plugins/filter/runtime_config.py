@@ -82,6 +82,13 @@ options:
     description: What M(mlpacker.core.pipeline_credentials) returned; on the managed broker the service
       connects as its own user (C(mqtt.users.<service id>.username)).
     type: dict
+  request_limits:
+    description:
+      - The C(mlpacker_request_limits) setting (see the C(mlpacker.core.request_limits) filter); sets
+        C(max_body_bytes), C(max_instances), C(body_read_timeout_s) and C(max_connections) of the C(rest)
+        section, or C(max_message_bytes) of the C(stream) section.
+      - V(null) leaves the limits at the runtime's defaults.
+    type: dict
 """
 
 EXAMPLES = r"""
@@ -123,6 +130,7 @@ def runtime_config_filter(
     secrets=None,
     secrets_dir=None,
     credentials=None,
+    request_limits=None,
 ):
     try:
         return runtime_config(
@@ -139,6 +147,7 @@ def runtime_config_filter(
             secrets=secrets,
             secrets_dir=secrets_dir,
             credentials=credentials,
+            request_limits=request_limits,
         )
     except RuntimeConfigError as exc:
         raise AnsibleFilterError(f"mlpacker.core.runtime_config: {exc}") from exc

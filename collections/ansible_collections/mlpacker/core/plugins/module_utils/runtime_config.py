@@ -15,6 +15,11 @@ from typing import Any
 
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.mlpacker.core.plugins.module_utils.broker import normalise_tls
+from ansible_collections.mlpacker.core.plugins.module_utils.request_limits import (
+    RequestLimitsError,
+    rest_limits,
+    stream_limits,
+)
 from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import (
     BIND_ALL,
     DEFAULT_BROKER_PORT,
@@ -192,6 +197,7 @@ def runtime_config(
     secrets: list[dict[str, Any]] | None = None,
     secrets_dir: str | None = None,
     credentials: dict[str, Any] | None = None,
+    request_limits: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The runtime configuration of ``service`` (one entry of the plan's ``services``).
 
@@ -202,7 +208,9 @@ def runtime_config(
     ``bind`` is where the service listens (an address or a list); ``secrets`` (mlpacker.core.service_secrets'
     entries) the credential files shipped to ``secrets_dir``: the ``security`` section and the broker's
     password, CA and client certificate point at them; on the managed broker the service connects as its own
-    user of ``credentials`` (what mlpacker.core.pipeline_credentials returned).
+    user of ``credentials`` (what mlpacker.core.pipeline_credentials returned). ``request_limits`` (the
+    ``mlpacker_request_limits`` setting) sets the limits of the ``rest`` or ``stream`` section; None leaves
+    them at the runtime's defaults.
     """
     if mode not in MODES:
         raise RuntimeConfigError("mode: {!r} is not one of {}".format(mode, ", ".join(MODES)))
@@ -221,8 +229,15 @@ def runtime_config(
         "stages": [stage_config(stage, index, release_dir) for index, stage in enumerate(stages)],
     }
     paths = SecretPaths(secrets, secrets_dir)
+    try:
+        limits = {
+            "rest": rest_limits(request_limits) if request_limits is not None else {},
+            "stream": stream_limits(request_limits) if request_limits is not None else {},
+        }
+    except RequestLimitsError as exc:
+        raise RuntimeConfigError(str(exc)) from None
     if mode == "rest":
-        config["rest"] = rest_section(service, rest_workers, bind)
+        config["rest"] = {**rest_section(service, rest_workers, bind), **limits["rest"]}
     else:
         config["stream"] = stream_section(
             service,
@@ -232,6 +247,7 @@ def runtime_config(
             mqtt_username(service, broker or {}, credentials),
         )
         config["stream"]["share_group"] = mqtt_share_group(service, broker or {}, credentials)
+        config["stream"].update(limits["stream"])
     if paths.kinds:
         config["security"] = paths.security_section()
     return config
