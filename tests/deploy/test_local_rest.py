@@ -296,6 +296,29 @@ def test_health_probes_answer_without_a_token(distributed: Deployment) -> None:
         assert ready.status_code == 200, (stage, ready.text)
 
 
+def test_fuzzing_the_entry_point_from_its_openapi_finds_nothing(
+    distributed: Deployment, deploy_root: Path
+) -> None:
+    """schemathesis, every check, drives the deployed entry service (HTTPS, bearer token) from its
+    /openapi.json: no server error, and every answer conforms (status, content type, body, Allow on 405)."""
+    from tests.openapi_fuzz import run_schemathesis
+
+    result = run_schemathesis(
+        distributed.url(path=""),
+        deploy_root / f"fuzz-{distributed.name}",
+        token=distributed.tokens()[0],
+        ca_file=distributed.credentials["ca_file"],
+        max_examples=1000,
+    )
+    print(result.describe())
+    assert result.requests >= 1000, result.describe()
+    assert (result.failures, result.errors, result.exit_code) == ([], [], 0), result.describe()
+    # The pipeline still answers as before.
+    assert post_predict(distributed.url(), IRIS_SAMPLES, credentials=distributed.credentials) == (
+        distributed.expected(IRIS_SAMPLES)
+    )
+
+
 def json_strings(value: Any) -> list[str]:
     """Every string of a JSON document, keys included."""
     if isinstance(value, dict):
