@@ -100,7 +100,15 @@ def mixed(
     ]
     for stage in stages:
         stage["containers"] = stage["name"] in CONTAINER_STAGES
-    spec = {"mlpacker_pipeline": {"name": name, "mode": "rest", "layout": "distributed", "stages": stages}}
+    spec = {
+        "mlpacker_pipeline": {
+            "name": name,
+            "mode": "rest",
+            "layout": "distributed",
+            "base_dir": str(workdir / "models"),
+            "stages": stages,
+        }
+    }
     deployment = MixedDeployment(
         name,
         base_port,
@@ -232,7 +240,15 @@ def test_image_python_other_than_the_hosts_is_refused_before_anything_is_deploye
             "containers": True,
         },
     ]
-    spec = {"mlpacker_pipeline": {"name": name, "mode": "rest", "layout": "distributed", "stages": stages}}
+    spec = {
+        "mlpacker_pipeline": {
+            "name": name,
+            "mode": "rest",
+            "layout": "distributed",
+            "base_dir": str(tmp_path),
+            "stages": stages,
+        }
+    }
     settings = {
         "mlpacker_cache_dir": str(tmp_path / "cache"),
         "mlpacker_state_dir": str(tmp_path / "state"),

@@ -110,15 +110,31 @@ def train_iris(folder: Path) -> dict[str, Path]:
     return module.train(folder, seed=0)
 
 
-def iris_spec(name: str, mode: str, layout: str, models: dict[str, Path], base_port: int) -> dict[str, Any]:
+def iris_spec(
+    name: str,
+    mode: str,
+    layout: str,
+    models: dict[str, Path],
+    base_port: int,
+    base_dir: Path | None = None,
+) -> dict[str, Any]:
     """The iris pipeline (scale -> reduce -> classify) as extra vars: atomic on `edge`, or distributed over
-    edge/fog/cloud, with ports from ``base_port`` on."""
+    edge/fog/cloud, with ports from ``base_port`` on. Its ``base_dir`` is ``base_dir`` or the folder holding
+    the three artifacts (artifact paths and code_dir must resolve inside it)."""
     stages: list[dict[str, Any]] = [
         {"name": "scale", "artifact": str(models["scaler"])},
         {"name": "reduce", "artifact": str(models["pca"])},
         {"name": "classify", "artifact": str(models["classifier"])},
     ]
-    pipeline: dict[str, Any] = {"name": name, "mode": mode, "layout": layout, "stages": stages}
+    if base_dir is None:
+        base_dir = Path(os.path.commonpath([str(Path(stage["artifact"]).parent) for stage in stages]))
+    pipeline: dict[str, Any] = {
+        "name": name,
+        "mode": mode,
+        "layout": layout,
+        "base_dir": str(base_dir),
+        "stages": stages,
+    }
     if layout == "atomic":
         pipeline["group"] = "edge"
         stages[0]["port"] = base_port

@@ -142,6 +142,52 @@ def controller_vars_file(deploy_root: Path, controller_dirs: dict[str, str], nam
     return controller
 
 
+def untrusted_spec(case: str, deploy_root: Path, iris_models: dict[str, Path], name: str) -> tuple[dict, str]:
+    """An iris spec that must be refused before anything is loaded or deployed, and the message expected."""
+    spec = iris_spec(name, "rest", "distributed", iris_models, free_port_block(3))
+    pipeline = spec["mlpacker_pipeline"]
+    scaler = iris_models["scaler"]
+    actual = hashlib.sha256(scaler.read_bytes()).hexdigest()
+    if case == "pin-mismatch":
+        pipeline["stages"][0]["sha256"] = "0" * 64
+        return spec, (
+            f"mlpacker_pipeline.stages[0].sha256: artifact {scaler} has sha256 {actual},"
+            f" expected (pinned) {'0' * 64}; refusing to load it"
+        )
+    if case == "function-outside-code-dir":
+        empty = deploy_root / "models" / "empty-code"
+        empty.mkdir(exist_ok=True)
+        pipeline["code_dir"] = str(empty)
+        pipeline["stages"][0] = {"name": "scale", "function": "subprocess:check_output", "group": "edge"}
+        return spec, (
+            f"mlpacker_pipeline.stages[0].function: module 'subprocess' is not a file under code_dir {empty}"
+        )
+    pipeline["base_dir"] = str(scaler.parent / "elsewhere")
+    (scaler.parent / "elsewhere").mkdir(exist_ok=True)
+    return (
+        spec,
+        f"mlpacker_pipeline.stages[0].artifact: {scaler} is outside base_dir {scaler.parent / 'elsewhere'}",
+    )
+
+
+@pytest.mark.parametrize("case", ["pin-mismatch", "function-outside-code-dir", "outside-base-dir"])
+def test_untrusted_spec_is_refused_before_anything_loads_or_deploys(
+    case: str, deploy_root: Path, iris_models: dict[str, Path], controller_dirs: dict[str, str]
+) -> None:
+    name = "t-untrusted"
+    spec, message = untrusted_spec(case, deploy_root, iris_models, name)
+    spec_file = write_vars_file(deploy_root / f"{name}-{case}.yml", spec)
+    controller_vars_file(deploy_root, controller_dirs, name)
+    started = time.monotonic()
+    refused = run_playbook("deploy.yml", LOCAL_INVENTORY, [spec_file, deploy_root / f"controller-{name}.yml"])
+    assert refused.rc != 0, refused.describe()
+    assert message in refused.output, refused.describe()
+    assert "Validate the spec and plan where each service runs" in refused.output
+    assert "Describe each stage's artifact" not in refused.output, "an artifact was inspected"
+    assert not pipeline_leftovers(name)
+    print(f"{case}: refused in {time.monotonic() - started:.1f} s")
+
+
 @pytest.fixture(scope="module")
 def distributed(deploy_root: Path, iris_models: dict[str, Path], controller_dirs: dict[str, str]):
     name = "t-rest-dist"
@@ -243,6 +289,22 @@ def test_every_service_refuses_a_request_without_the_right_token(distributed: De
                 assert refused.status_code == 401, (stage, path, header[:6])
     # The right token passes.
     assert post_predict(distributed.url(), IRIS_SAMPLES, credentials=distributed.credentials)
+
+
+def test_openapi_of_the_entry_point_says_number_columns(distributed: Deployment) -> None:
+    """The input signature recorded at packaging (from the scaler: 4 columns that take numbers only) reaches
+    the entry service's config.json and its /openapi.json."""
+    entry = Path(f"/opt/mlpacker/{distributed.name}/{distributed.name}-scale/current/config.json")
+    recorded = json.loads(entry.read_text())["stages"][0]["input_signature"]
+    assert recorded == {"source": "artifact", "columns": [{"name": None, "type": "number"}] * 4}
+    response = requests.get(
+        distributed.url(0, "/openapi.json"), timeout=15, **request_options(distributed.credentials)
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    row = body["schema"]["properties"]["instances"]["items"]
+    assert row["prefixItems"] == [{"type": "number"}] * 4, row
+    assert (row["minItems"], row["maxItems"], row["items"]) == (4, 4, False), row
 
 
 def test_plain_http_to_the_https_port_fails(distributed: Deployment) -> None:

@@ -11,7 +11,9 @@ short_description: An MLPacker pipeline's stage descriptions and the pip require
 version_added: 0.1.0
 description:
   - Joins the plan's stages with what M(mlpacker.core.artifact_info) told of each artifact (C(sha256), library
-    C(versions)), by stage name.
+    C(versions)), by stage name. A pinned stage (C(sha256) in the plan) records its pin.
+  - Records each stage's C(input_signature) - the spec's C(input), else (first stage only) the one of
+    O(smoke_instances), else the artifact's, else V(null).
   - Pins every library an artifact was made with to that version, except the libraries O(requirements) names
     (compared as pip compares names), adds O(requirements), sorts them as text regardless of case and appends
     the stage runtime pinned to O(runtime_version).
@@ -35,6 +37,12 @@ options:
     description: The version of the stage runtime wheel.
     type: str
     required: true
+  smoke_instances:
+    description: The smoke-test rows (C(mlpacker_smoke_instances)); their JSON types give the first stage's
+      input signature when the spec has none.
+    type: list
+    elements: raw
+    default: []
 """
 
 EXAMPLES = r"""
@@ -49,7 +57,7 @@ RETURN = r"""
 _value:
   description:
     - C(stages) - stage name to C(name), C(artifact), C(function), C(format), C(method), C(trusted_types),
-      C(sha256) and C(versions).
+      C(sha256), C(versions) and C(input_signature).
     - C(requirements) - the requirement set, the runtime's pin last.
   type: dict
 """
@@ -61,9 +69,9 @@ from ansible_collections.mlpacker.core.plugins.module_utils.requirement_set impo
 )
 
 
-def stage_requirements_filter(stages, artifacts, runtime_version, requirements=()):
+def stage_requirements_filter(stages, artifacts, runtime_version, requirements=(), smoke_instances=()):
     try:
-        infos = stage_infos(stages, artifacts)
+        infos = stage_infos(stages, artifacts, list(smoke_instances or []))
     except (KeyError, TypeError, ValueError) as exc:
         raise AnsibleFilterError(f"mlpacker.core.stage_requirements: {exc}") from exc
     return {"stages": infos, "requirements": requirement_set(infos, list(requirements), runtime_version)}

@@ -190,6 +190,8 @@ def build_plan(
                 "format": stage["format"],
                 "method": stage["method"],
                 "trusted_types": stage["trusted_types"],
+                "sha256": stage.get("sha256"),
+                "input": stage.get("input"),
                 "group": stage["group"],
                 "hosts": list(stage["hosts"]),
                 "port": stage["port"],

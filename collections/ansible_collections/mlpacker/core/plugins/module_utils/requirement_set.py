@@ -7,21 +7,34 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.mlpacker.core.plugins.module_utils.input_signature import choose_signature
 from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import STAGE_KEYS
 
 # The distribution name a requirement starts with ("scikit-learn>=1.5; python_version>'3.9'": scikit-learn).
 _NAME = re.compile(r"^\s*([A-Za-z0-9_.-]+)")
 
 
-def stage_infos(stages, artifacts):
-    """Each plan stage with what loading its artifact told (``sha256``, library ``versions``), by name."""
+def stage_infos(stages, artifacts, smoke_instances=None):
+    """Each plan stage with what loading its artifact told (``sha256``, library ``versions``) and its
+    ``input_signature`` (the spec's ``input``, else the smoke rows' for the first stage, else the artifact's),
+    by name. A pinned stage records its pin, which must be what artifact_info read."""
     if len(stages) != len(artifacts):
         raise ValueError(f"{len(stages)} stages but {len(artifacts)} artifact descriptions")
     infos = {}
-    for stage, artifact in zip(stages, artifacts):  # noqa: B905 - lengths checked above
+    for position, (stage, artifact) in enumerate(zip(stages, artifacts)):  # noqa: B905 - lengths checked
         info = {field: stage.get(field) for field in STAGE_KEYS}
-        info["sha256"] = artifact.get("sha256")
+        pin = stage.get("sha256")
+        if pin and artifact.get("sha256") != pin:
+            raise ValueError(
+                f"stage {stage['name']!r}: artifact_info read sha256 {artifact.get('sha256')}, pinned {pin}"
+            )
+        info["sha256"] = pin or artifact.get("sha256")
         info["versions"] = artifact.get("versions") or {}
+        info["input_signature"] = choose_signature(
+            stage.get("input"),
+            smoke_instances if position == 0 else None,
+            artifact.get("input_signature"),
+        )
         infos[stage["name"]] = info
     return infos
 

@@ -82,6 +82,8 @@ def stage_config(stage: dict[str, Any], index: int, release_dir: str) -> dict[st
         "sha256": stage.get("sha256"),
         "versions": plain(stage.get("versions", {})),
         "trusted_types": plain(stage.get("trusted_types", [])),
+        # What a request row holds (docs/architecture.md): checked before the first stage, in /openapi.json.
+        "input_signature": plain(stage.get("input_signature")),
     }
 
 

@@ -15,7 +15,15 @@ import os
 import re
 from typing import Any
 
+from ansible_collections.mlpacker.core.plugins.module_utils.artifact_pins import (
+    PinMismatch,
+    normalise_sha256,
+    verify_pin,
+)
 from ansible_collections.mlpacker.core.plugins.module_utils.broker import BROKER_GROUP
+from ansible_collections.mlpacker.core.plugins.module_utils.function_source import function_source_problem
+from ansible_collections.mlpacker.core.plugins.module_utils.input_signature import spec_signature
+from ansible_collections.mlpacker.core.plugins.module_utils.path_containment import outside_message
 from ansible_collections.mlpacker.core.plugins.module_utils.pip_requirements import check_requirements
 from ansible_collections.mlpacker.core.plugins.module_utils.requirements_lock import read_lock
 from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import (
@@ -58,6 +66,8 @@ STAGE_KEYS = (
     "port",
     "containers",
     "trusted_types",
+    "sha256",
+    "input",
 )
 # Groups Ansible always defines; they are not deployment targets a user means when a group is missing.
 IMPLICIT_GROUPS = ("all", "ungrouped")
@@ -151,6 +161,41 @@ def resolve_dir(errors: list[str], field: str, value: Any, relative_to: str) -> 
     return resolved
 
 
+def check_artifact_rules(
+    errors: list[str], field: str, stage: dict[str, Any], resolved: str, spec: dict[str, Any], rules: dict
+) -> str | None:
+    """The artifact's pin (``sha256``), after checking the file: inside base_dir (unless allowed), its pin
+    valid and equal to the file's digest (read, never loaded), a pin present when pins are required."""
+    if not rules.get("allow_paths_outside_base_dir"):
+        outside = outside_message(field + ".artifact", resolved, spec["base_dir"])
+        if outside:
+            errors.append(outside)
+            return None
+    pin = None
+    if stage.get("sha256") is not None:
+        try:
+            pin = normalise_sha256(stage["sha256"])
+        except ValueError as exc:
+            errors.append(f"{field}.sha256: {exc}")
+            return None
+    if not os.path.isfile(resolved):
+        return pin
+    try:
+        actual = verify_pin(field + ".sha256", resolved, pin)
+    except PinMismatch as exc:
+        errors.append(str(exc))
+        return pin
+    except OSError as exc:
+        errors.append(f"{field}.artifact: cannot read {resolved}: {exc}")
+        return pin
+    if pin is None and rules.get("require_pinned_artifacts"):
+        errors.append(
+            f"{field}.sha256: required (mlpacker_require_pinned_artifacts is true);"
+            f" the file {resolved} now has sha256 {actual} - pin it once you have checked it"
+        )
+    return pin
+
+
 def format_for_path(path: str) -> str | None:
     """Artifact format from the file extension (None when the extension is not known)."""
     return EXTENSION_FORMATS.get(os.path.splitext(path)[1].lower())
@@ -164,7 +209,11 @@ def validate_stage(
     is_last: bool,
     spec: dict[str, Any],
     groups: dict[str, list[str]],
+    rules: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """One stage, normalised. ``rules``: ``allow_paths_outside_base_dir`` and ``require_pinned_artifacts``
+    (the role's settings, both false by default)."""
+    rules = rules or {}
     check_unknown_keys(errors, field, stage, STAGE_KEYS)
     normal: dict[str, Any] = {"index": index}
     if "name" not in stage:
@@ -177,6 +226,9 @@ def validate_stage(
     has_function = stage.get("function") is not None
     normal["artifact"] = None
     normal["function"] = None
+    normal["sha256"] = None
+    normal["input"], input_problems = spec_signature(stage.get("input"), field + ".input")
+    errors.extend(input_problems)
     stage_format = ""
     if has_artifact == has_function:
         errors.append(f"{field}: exactly one of 'artifact' or 'function' is required")
@@ -189,6 +241,7 @@ def validate_stage(
             normal["artifact"] = resolved
             if not os.path.isfile(resolved):
                 errors.append(f"{field}.artifact: {resolved} does not exist on the controller")
+            normal["sha256"] = check_artifact_rules(errors, field, stage, resolved, spec, rules)
             stage_format = stage.get("format") or format_for_path(resolved) or ""
             if stage_format not in ARTIFACT_FORMATS:
                 errors.append(
@@ -203,6 +256,15 @@ def validate_stage(
             errors.append(f"{field}.function: {function!r} must look like 'package.module:callable'")
         else:
             normal["function"] = function
+            if spec["code_dir"] and os.path.isdir(spec["code_dir"]):
+                problem = function_source_problem(field + ".function", function, spec["code_dir"])
+                if problem:
+                    errors.append(problem)
+        if stage.get("sha256") is not None:
+            errors.append(
+                f"{field}.sha256: only artifact stages are pinned (a function stage's code ships from"
+                f" {SPEC_ROOT}.code_dir)"
+            )
         if stage.get("format") not in (None, FUNCTION_FORMAT):
             errors.append(
                 "{}.format: {!r} is not valid for a function stage (use 'function')".format(
@@ -278,9 +340,11 @@ def validate_pipeline(
     working_dir: str,
     broker_given: bool = False,
     allow_direct_references: bool = False,
+    rules: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validate ``pipeline`` against the inventory ``groups``;
-    return the normalised spec or raise SpecError."""
+    return the normalised spec or raise SpecError. ``rules`` (artifact paths and pins, see validate_stage)."""
+    rules = rules or {}
     errors: list[str] = []
     if not isinstance(pipeline, dict):
         raise SpecError([f"{SPEC_ROOT}: expected a mapping, got {type(pipeline).__name__}"])
@@ -327,6 +391,9 @@ def validate_pipeline(
         spec["code_dir"] = resolve_dir(
             errors, SPEC_ROOT + ".code_dir", pipeline["code_dir"], spec["base_dir"]
         )
+        outside = outside_message(SPEC_ROOT + ".code_dir", spec["code_dir"], spec["base_dir"])
+        if spec["code_dir"] and outside and not rules.get("allow_paths_outside_base_dir"):
+            errors.append(outside)
 
     topics = default_topics(spec["name"] or "pipeline")
     for key, default in topics.items():
@@ -366,7 +433,9 @@ def validate_pipeline(
             if not isinstance(stage, dict):
                 errors.append(f"{field}: expected a mapping, got {stage!r}")
                 continue
-            normal = validate_stage(errors, field, stage, index, index == len(stages) - 1, spec, groups)
+            normal = validate_stage(
+                errors, field, stage, index, index == len(stages) - 1, spec, groups, rules
+            )
             if normal["name"] in seen_names:
                 errors.append(
                     f"{field}.name: '{normal['name']}' is already used"

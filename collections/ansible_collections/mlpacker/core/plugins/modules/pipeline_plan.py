@@ -59,7 +59,11 @@ options:
           V(transform),
         V(predict) for the last stage, V(call) for functions), C(group) (distributed layout, required there),
           C(port),
-        C(containers), C(trusted_types) (skops only).'
+        C(containers), C(trusted_types) (skops only), C(sha256) (a pin of the artifact file, 64 hex digits),
+        C(input) (the input signature, MLflow style - a list of C({name, type}) or of types, with types
+        V(double), V(float), V(long), V(integer) (numbers), V(string) or V(any)).'
+      - The module of a function stage must be a file under C(code_dir); artifact paths and C(code_dir) must
+        resolve inside C(base_dir) (see O(allow_paths_outside_base_dir)).
       - Unknown keys are errors; the message suggests the closest valid key.
     type: dict
     required: true
@@ -152,6 +156,20 @@ options:
         resolved from the package index; pip options (C(--index-url), C(-e), C(-r)) are refused either way.
     type: bool
     default: false
+  require_pinned_artifacts:
+    description:
+      - Every artifact stage must pin its file's sha256 in C(stages[].sha256) (the
+        C(mlpacker_require_pinned_artifacts) setting). A pin, required or not, is compared with the file here,
+        before anything loads it; a mismatch fails naming the stage and both digests.
+    type: bool
+    default: false
+  allow_paths_outside_base_dir:
+    description:
+      - Let artifact paths and C(code_dir) resolve (after symlinks) outside C(base_dir) (the
+        C(mlpacker_allow_paths_outside_base_dir) setting). By default such a path fails naming the field and
+        both paths.
+    type: bool
+    default: false
 author:
   - MLPacker contributors (@mlpacker)
 """
@@ -185,7 +203,8 @@ plan:
       controller
       or V(null)), C(function), C(format), C(method) (always explicit), C(trusted_types), C(group), C(hosts),
         C(port)
-      (as requested, or V(null)), C(containers).'
+      (as requested, or V(null)), C(containers), C(sha256) (the pin, or V(null)), C(input) (the spec's input
+      signature - C(source) and C(columns) - or V(null)).'
     - 'C(services): one per deployment unit per host with C(id), C(host), C(address), C(stages) (names),
       C(port),
       C(url) (REST C(/predict) URL or V(null)), C(next_hops) (REST URLs of every host of the next stage; V([])
@@ -273,6 +292,8 @@ def main():
             "default_port": {"type": "int", "default": 8000},
             "tls": {"type": "bool", "default": True},
             "allow_direct_references": {"type": "bool", "default": False},
+            "require_pinned_artifacts": {"type": "bool", "default": False},
+            "allow_paths_outside_base_dir": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -289,6 +310,10 @@ def main():
             working_dir,
             broker_given=params["broker"] is not None,
             allow_direct_references=params["allow_direct_references"],
+            rules={
+                "require_pinned_artifacts": params["require_pinned_artifacts"],
+                "allow_paths_outside_base_dir": params["allow_paths_outside_base_dir"],
+            },
         )
         broker = None
         if spec["mode"] == "stream":

@@ -274,6 +274,8 @@ def test_plan_stages_carry_normalised_fields(base_dir: Path) -> None:
         "format": "joblib",
         "method": "transform",
         "trusted_types": [],
+        "sha256": None,
+        "input": None,
         "group": "edge",
         "hosts": ["edge1", "edge2"],
         "port": None,

@@ -33,7 +33,7 @@ def test_stage_infos_join_the_plan_and_the_artifacts_by_name() -> None:
     assert infos["scale"] == {
         "name": "scale", "artifact": "/m/scaler.joblib", "function": None, "format": "joblib",
         "method": "transform", "trusted_types": [], "sha256": "a" * 64,
-        "versions": {"scikit-learn": "1.5.2", "numpy": "2.1.3"},
+        "versions": {"scikit-learn": "1.5.2", "numpy": "2.1.3"}, "input_signature": None,
     }  # fmt: skip
     # Placement fields stay in the plan; a function stage has no versions.
     assert "group" not in infos["classify"] and infos["double"]["versions"] == {}
@@ -75,3 +75,50 @@ def test_requirement_set(user: list[str], expected: list[str]) -> None:
 )  # fmt: skip
 def test_canonical_name(requirement: str, name: str) -> None:
     assert canonical_name(requirement) == name
+
+
+NUMBERS = {"source": "artifact", "columns": [{"name": None, "type": "number"}] * 2}
+SPEC_INPUT = {"source": "spec", "columns": [{"name": "a", "type": "string"}, {"name": "b", "type": "number"}]}
+
+
+@pytest.mark.parametrize(
+    ("spec_input", "smoke", "artifact", "expected"),
+    [
+        (SPEC_INPUT, [[1, 2]], NUMBERS, SPEC_INPUT),  # the spec wins
+        (
+            None,
+            [["x", 1.5], ["y", 2]],
+            NUMBERS,
+            {
+                "source": "smoke_instances",
+                "columns": [{"name": None, "type": "string"}, {"name": None, "type": "number"}],
+            },
+        ),
+        (
+            None,
+            [["x", 1.5], [3, True]],  # rows disagree (and a bool is no number): any
+            None,
+            {
+                "source": "smoke_instances",
+                "columns": [{"name": None, "type": "any"}, {"name": None, "type": "any"}],
+            },
+        ),
+        (None, [], NUMBERS, NUMBERS),  # no smoke rows: the artifact's
+        (None, [[1, 2], [3]], NUMBERS, NUMBERS),  # ragged rows tell nothing
+        (None, [], None, None),
+    ],
+)
+def test_input_signature_precedence(spec_input, smoke, artifact, expected) -> None:
+    stages = [dict(STAGES[0], input=spec_input), STAGES[1]]
+    artifacts = [dict(ARTIFACTS[0], input_signature=artifact), dict(ARTIFACTS[1], input_signature=artifact)]
+    infos = stage_infos(stages, artifacts, smoke)
+    assert infos["scale"]["input_signature"] == expected
+    # The smoke rows feed the first stage only.
+    assert infos["double"]["input_signature"] == artifact
+
+
+def test_a_pinned_stage_records_its_pin_and_refuses_another_digest() -> None:
+    stages = [dict(STAGES[0], sha256="a" * 64), STAGES[1], STAGES[2]]
+    assert stage_infos(stages, ARTIFACTS)["scale"]["sha256"] == "a" * 64
+    with pytest.raises(ValueError, match=r"stage 'scale': artifact_info read sha256 a{64}, pinned b{64}"):
+        stage_infos([dict(STAGES[0], sha256="b" * 64), STAGES[1], STAGES[2]], ARTIFACTS)

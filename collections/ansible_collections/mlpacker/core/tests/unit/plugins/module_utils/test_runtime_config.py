@@ -23,6 +23,7 @@ runtime = pytest.importorskip("mlpacker_runtime.config")
 REPO = Path(__file__).resolve().parents[8]
 RELEASE = "/opt/mlpacker/iris/iris-scale/releases/0123456789ab"
 SHA = "9f2c4a1e5b7d3c6f8a0e2b4d6c8a1f3e5d7b9c2a4e6f8b0d2c4a6e8f1b3d5c7a"
+SCALE_SIGNATURE = {"source": "artifact", "columns": [{"name": None, "type": "number"}] * 4}
 SCALE = {
     "name": "scale",
     "index": 0,
@@ -33,6 +34,7 @@ SCALE = {
     "trusted_types": [],
     "sha256": SHA,
     "versions": {"scikit-learn": "1.5.2", "numpy": "2.1.3"},
+    "input_signature": SCALE_SIGNATURE,
 }
 DOUBLE = {
     "name": "double",
@@ -110,6 +112,7 @@ def test_rest_service() -> None:
                 "sha256": SHA,
                 "versions": {"scikit-learn": "1.5.2", "numpy": "2.1.3"},
                 "trusted_types": [],
+                "input_signature": SCALE_SIGNATURE,
             }
         ],
         "rest": {
@@ -177,6 +180,7 @@ def test_stage_fields_left_out_take_their_defaults() -> None:
             "sha256": None,
             "versions": {},
             "trusted_types": [],
+            "input_signature": None,
         }
     ]
 

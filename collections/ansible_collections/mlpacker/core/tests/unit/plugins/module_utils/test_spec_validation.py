@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,8 @@ def test_atomic_spec_gives_every_stage_the_pipeline_group(base_dir: Path) -> Non
 
 
 def test_base_dir_relative_to_working_dir_and_function_stage(base_dir: Path) -> None:
-    (base_dir / "project" / "code").mkdir(parents=True)
+    (base_dir / "project" / "code" / "features").mkdir(parents=True)
+    (base_dir / "project" / "code" / "features" / "clean.py").write_text("def drop(rows):\n    return rows\n")
     (base_dir / "project" / "models").mkdir()
     (base_dir / "project" / "models" / "m.onnx").write_bytes(b"x")
     pipeline = {
@@ -371,3 +373,150 @@ def test_a_spec_that_is_not_a_mapping_is_an_error(base_dir: Path) -> None:
     with pytest.raises(SpecError) as raised:
         validate_pipeline(["iris"], GROUPS, str(base_dir))
     assert raised.value.errors == ["mlpacker_pipeline: expected a mapping, got list"]
+
+
+# Untrusted input and supply chain (issue #13): paths inside base_dir, pinned artifacts, function sources.
+OUTSIDE_HINT = "move it under base_dir, set base_dir, or set mlpacker_allow_paths_outside_base_dir: true"
+
+
+def scaler_digest(base_dir: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((base_dir / "models" / "scaler.joblib").read_bytes()).hexdigest()
+
+
+def test_paths_outside_base_dir_are_refused_naming_field_and_paths(base_dir: Path, tmp_path_factory) -> None:
+    outside = tmp_path_factory.mktemp("elsewhere")
+    (outside / "stolen.joblib").write_bytes(b"x")
+    (base_dir / "models" / "linked.joblib").symlink_to(outside / "stolen.joblib")
+    (base_dir / "linked-code").symlink_to(outside)
+    pipeline = distributed_spec()
+    pipeline["base_dir"] = str(base_dir)
+    pipeline["code_dir"] = "linked-code"
+    pipeline["stages"][0]["artifact"] = str(outside / "stolen.joblib")
+    pipeline["stages"][1]["artifact"] = "models/linked.joblib"
+    with pytest.raises(SpecError) as caught:
+        validate_pipeline(pipeline, GROUPS, str(base_dir))
+    real_base = os.path.realpath(base_dir)
+    assert caught.value.errors == [
+        f"mlpacker_pipeline.code_dir: {base_dir / 'linked-code'} (resolves to {outside}) is outside base_dir"
+        f" {real_base}; {OUTSIDE_HINT}",
+        f"mlpacker_pipeline.stages[0].artifact: {outside / 'stolen.joblib'} is outside base_dir {real_base};"
+        f" {OUTSIDE_HINT}",
+        f"mlpacker_pipeline.stages[1].artifact: {base_dir / 'models' / 'linked.joblib'} (resolves to"
+        f" {outside / 'stolen.joblib'}) is outside base_dir {real_base}; {OUTSIDE_HINT}",
+    ]
+    spec = validate_pipeline(pipeline, GROUPS, str(base_dir), rules={"allow_paths_outside_base_dir": True})
+    assert spec["stages"][0]["artifact"] == str(outside / "stolen.joblib")
+
+
+@pytest.mark.parametrize(
+    ("stage_changes", "rules", "message"),
+    [
+        (
+            {"sha256": "abc"},
+            {},
+            "mlpacker_pipeline.stages[0].sha256: expected 64 hex digits (a sha256), got 'abc'",
+        ),
+        (
+            {"sha256": "0" * 64},
+            {},
+            "mlpacker_pipeline.stages[0].sha256: artifact {path} has sha256 {actual},"
+            " expected (pinned) {zeros}; refusing to load it (the file changed, or the pin is wrong)",
+        ),
+        (
+            {},
+            {"require_pinned_artifacts": True},
+            "mlpacker_pipeline.stages[0].sha256: required (mlpacker_require_pinned_artifacts is true);"
+            " the file {path} now has sha256 {actual} - pin it once you have checked it",
+        ),
+    ],
+)
+def test_artifact_pins(base_dir: Path, stage_changes: dict, rules: dict, message: str) -> None:
+    pipeline = distributed_spec()
+    pipeline["stages"][0].update(stage_changes)
+    pipeline["stages"][1]["sha256"] = hashlib_of(base_dir / "models" / "clf.joblib")
+    with pytest.raises(SpecError) as caught:
+        validate_pipeline(pipeline, GROUPS, str(base_dir), rules=rules)
+    path = base_dir / "models" / "scaler.joblib"
+    assert caught.value.errors == [message.format(path=path, actual=scaler_digest(base_dir), zeros="0" * 64)]
+
+
+def hashlib_of(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_matching_pins_are_kept_in_lower_case(base_dir: Path) -> None:
+    pipeline = distributed_spec()
+    for stage, name in zip(pipeline["stages"], ("scaler.joblib", "clf.joblib"), strict=True):
+        stage["sha256"] = hashlib_of(base_dir / "models" / name).upper()
+    spec = validate_pipeline(pipeline, GROUPS, str(base_dir), rules={"require_pinned_artifacts": True})
+    assert [stage["sha256"] for stage in spec["stages"]] == [
+        hashlib_of(base_dir / "models" / name) for name in ("scaler.joblib", "clf.joblib")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("function", "files", "message"),
+    [
+        (
+            "subprocess:check_output",
+            {},
+            "mlpacker_pipeline.stages[0].function: module 'subprocess' is not a file under code_dir {code}",
+        ),
+        ("os.path:join", {"os/__init__.py": ""}, "module 'os.path' is not a file under code_dir {code}"),
+        ("features.clean:drop", {"features/clean.py": "def drop(rows):\n    return rows\n"}, None),
+    ],
+)
+def test_function_stage_module_must_be_under_code_dir(
+    base_dir: Path, function: str, files: dict[str, str], message: str | None
+) -> None:
+    for name, text in files.items():
+        (base_dir / "code" / name).parent.mkdir(parents=True, exist_ok=True)
+        (base_dir / "code" / name).write_text(text)
+    pipeline = atomic_spec()
+    pipeline["code_dir"] = "code"
+    pipeline["stages"][0] = {"name": "steal", "function": function}
+    if message is None:
+        assert validate_pipeline(pipeline, GROUPS, str(base_dir))["stages"][0]["function"] == function
+        return
+    with pytest.raises(SpecError) as caught:
+        validate_pipeline(pipeline, GROUPS, str(base_dir))
+    assert len(caught.value.errors) == 1
+    assert message.format(code=base_dir / "code") in caught.value.errors[0]
+
+
+@pytest.mark.parametrize(
+    ("given", "columns", "problem"),
+    [
+        (
+            [{"name": "sepal_length", "type": "double"}, {"name": "species", "type": "string"}],
+            [{"name": "sepal_length", "type": "number"}, {"name": "species", "type": "string"}],
+            None,
+        ),
+        (["long", "float", "integer"], [{"name": None, "type": "number"}] * 3, None),
+        (
+            [{"name": "x", "type": "tensor"}],
+            None,
+            "mlpacker_pipeline.stages[0].input[0].type: 'tensor' is not",
+        ),
+        (
+            [{"name": "x", "kind": "double"}],
+            None,
+            "mlpacker_pipeline.stages[0].input[0]: unknown key(s) kind",
+        ),
+        ([], None, "mlpacker_pipeline.stages[0].input: expected a non-empty list of columns"),
+    ],
+)
+def test_stage_input_signature(base_dir: Path, given: Any, columns: Any, problem: str | None) -> None:
+    pipeline = distributed_spec()
+    pipeline["stages"][0]["input"] = given
+    if problem is None:
+        stage = validate_pipeline(pipeline, GROUPS, str(base_dir))["stages"][0]
+        assert stage["input"] == {"source": "spec", "columns": columns}
+        return
+    with pytest.raises(SpecError) as caught:
+        validate_pipeline(pipeline, GROUPS, str(base_dir))
+    assert any(error.startswith(problem) for error in caught.value.errors), caught.value.errors
