@@ -1,0 +1,113 @@
+"""mlpacker_log_rotation, as the roles render it: supervisord programs (service, canary, broker) and
+supervisord's own log, the logrotate drop-in of the systemd path, and the container role's json-file
+options; a bad setting is refused by the roles' preflight with a message naming it. Renders only (ansible's
+template module over the roles' own templates and defaults): nothing is deployed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.helpers import REPO_ROOT, run_playbook, write_vars_file
+
+ROLES = REPO_ROOT / "collections" / "ansible_collections" / "mlpacker" / "core" / "roles"
+RENDER_PLAYBOOK = """
+- name: Render what mlpacker_log_rotation sets
+  hosts: localhost
+  gather_facts: false
+  vars_files:
+    - {roles}/host/vars/main.yml
+    - {roles}/service/defaults/main.yml
+    - {roles}/service/vars/main.yml
+    - {roles}/service_container/defaults/main.yml
+  tasks:
+    - name: Check the setting as the service role does
+      ansible.builtin.include_tasks: {roles}/service/tasks/preflight.yml
+      vars:
+        _mlpacker_service_mode: rest
+        _mlpacker_service_stages: []
+    - name: Render
+      ansible.builtin.template:
+        src: "{{{{ item.src }}}}"
+        dest: "{{{{ out_dir }}}}/{{{{ item.dest }}}}"
+        mode: "0644"
+      loop:
+        - {{src: {roles}/service/templates/supervisor-program.conf.j2, dest: program.conf}}
+        - {{src: {roles}/service/templates/supervisor-canary.conf.j2, dest: canary.conf}}
+        - {{src: {roles}/service/templates/logrotate.j2, dest: logrotate}}
+        - {{src: {roles}/host/templates/supervisord.conf.j2, dest: supervisord.conf}}
+      vars:
+        _mlpacker_service_canary_port: 40123
+    - name: Write the container role's json-file options
+      ansible.builtin.copy:
+        content: "{{{{ {{'max-size': mlpacker_service_container_log_max_size | string,
+                        'max-file': mlpacker_service_container_log_max_file | string}} | to_json }}}}"
+        dest: "{{{{ out_dir }}}}/docker.json"
+        mode: "0644"
+"""
+
+
+def render(tmp_path: Path, settings: dict[str, Any]) -> tuple[Any, Path]:
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(RENDER_PLAYBOOK.format(roles=ROLES))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    variables = write_vars_file(
+        tmp_path / "vars.yml",
+        {
+            "out_dir": str(out_dir),
+            "mlpacker_host_log_root": "/var/log/mlpacker",
+            "mlpacker_host_pipeline": "iris",
+            "mlpacker_service": {"id": "iris-scale", "port": 8000, "stages": ["scale"]},
+            "mlpacker_service_deployment": {
+                "pipeline": "iris",
+                "mode": "rest",
+                "stages": {"scale": {"name": "scale", "artifact": "/a", "sha256": "0" * 64}},
+                "wheelhouse_id": "w",
+            },
+            "_mlpacker_service_release_id": "0123456789ab",
+            **settings,
+        },
+    )
+    return run_playbook(str(playbook), REPO_ROOT / "inventories" / "local", [variables]), out_dir
+
+
+def lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines()]
+
+
+def test_every_log_is_rotated_as_set(tmp_path: Path) -> None:
+    run, out = render(tmp_path, {"mlpacker_log_rotation": {"max_bytes": 4096, "backups": 2}})
+    assert run.rc == 0, run.describe()
+    for name in ("program.conf", "canary.conf"):
+        rendered = lines(out / name)
+        assert "stdout_logfile_maxbytes=4096" in rendered and "stdout_logfile_backups=2" in rendered, rendered
+    supervisord = lines(out / "supervisord.conf")
+    assert "logfile_maxbytes=4096" in supervisord and "logfile_backups=2" in supervisord
+    logrotate = lines(out / "logrotate")
+    assert "/var/log/mlpacker/iris/*.log {" in logrotate
+    for directive in ("size 4096", "rotate 2", "copytruncate", "su mlp-iris mlp-iris"):
+        assert directive in logrotate, logrotate
+    # json-file keeps max-file files, the live one included: backups + 1.
+    assert (out / "docker.json").read_text() == '{"max-size": "4096", "max-file": "3"}'
+
+
+def test_defaults(tmp_path: Path) -> None:
+    run, out = render(tmp_path, {})
+    assert run.rc == 0, run.describe()
+    assert "stdout_logfile_maxbytes=10485760" in lines(out / "program.conf")
+    assert "stdout_logfile_backups=5" in lines(out / "program.conf")
+    assert (out / "docker.json").read_text() == '{"max-size": "10485760", "max-file": "6"}'
+
+
+@pytest.mark.parametrize(
+    "rotation",
+    [{"max_bytes": 0, "backups": 5}, {"max_bytes": "10M", "backups": 5}, {"max_bytes": 1000}, "10M"],
+)
+def test_bad_settings_are_refused_naming_them(tmp_path: Path, rotation: Any) -> None:
+    run, out = render(tmp_path, {"mlpacker_log_rotation": rotation})
+    assert run.rc != 0
+    assert "mlpacker_log_rotation must be {max_bytes: <bytes above 0>" in run.output, run.describe()
+    assert not (out / "program.conf").exists()
