@@ -151,3 +151,60 @@ def test_damaged_cache_entry_is_computed_again(run_module, models_dir: Path, tmp
         entry.write_text("{not json")
     second = run_module("pipeline_reference", args)
     assert second["cached"] is False and second["predictions"] == first["predictions"]
+
+
+class WritesMarker:
+    """Unpickling this runs ``open(marker, 'w')``."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pinned_stage_whose_file_changed_is_never_loaded(
+    run_module, models_dir: Path, tmp_path: Path
+) -> None:
+    import hashlib
+
+    marker = tmp_path / "ran-at-load"
+    evil = tmp_path / "classifier.pkl"
+    evil.write_bytes(pickle.dumps(WritesMarker(str(marker))))
+    reviewed = hashlib.sha256((models_dir / "classifier.pkl").read_bytes()).hexdigest()
+    stages = split_stages(models_dir)
+    stages[1]["artifact"] = str(evil)
+    stages[1]["sha256"] = reviewed
+    args = {"stages": stages, "instances": [[5.1, 3.5, 1.4, 0.2]], "cache_dir": str(tmp_path / "cache")}
+    result = run_module("pipeline_reference", args)
+    assert result["failed"] is True
+    actual = hashlib.sha256(evil.read_bytes()).hexdigest()
+    assert result["msg"] == (
+        f"cannot compute reference predictions: stages[1] (classify).sha256: artifact {evil} has sha256"
+        f" {actual}, expected (pinned) {reviewed}; refusing to load it (the file changed, or the pin is"
+        " wrong)"
+    )
+    assert not marker.exists()
+
+
+def test_the_stages_run_in_a_limited_child(run_module, models_dir: Path, tmp_path: Path) -> None:
+    import time
+
+    slow = tmp_path / "slow.pkl"
+    slow.write_bytes(pickle.dumps(SleepsAtLoad()))
+    stages = [{"name": "slow", "artifact": str(slow), "format": "pickle", "method": "predict"}]
+    started = time.monotonic()
+    result = run_module("pipeline_reference", {"stages": stages, "instances": [[1.0]], "timeout": 2})
+    assert result["failed"] is True
+    assert result["msg"] == (
+        "cannot compute reference predictions: loading and running the stages: stopped after the time limit"
+        " of 2 s (mlpacker_inspect_timeout_s)"
+    )
+    assert time.monotonic() - started < 50
+
+
+class SleepsAtLoad:
+    def __reduce__(self):
+        import time
+
+        return (time.sleep, (60,))
