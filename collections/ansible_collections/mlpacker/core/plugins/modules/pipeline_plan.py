@@ -203,8 +203,8 @@ plan:
       controller
       or V(null)), C(function), C(format), C(method) (always explicit), C(trusted_types), C(group), C(hosts),
         C(port)
-      (as requested, or V(null)), C(containers), C(sha256) (the pin, or V(null)), C(input) (the spec's input
-      signature - C(source) and C(columns) - or V(null)).'
+      (as requested, or V(null)), C(containers), C(sha256) (the pin, or V(null)), C(input) (the input
+      signature of the spec - C(source) and C(columns) - or V(null)).'
     - 'C(services): one per deployment unit per host with C(id), C(host), C(address), C(stages) (names),
       C(port),
       C(url) (REST C(/predict) URL or V(null)), C(next_hops) (REST URLs of every host of the next stage; V([])
