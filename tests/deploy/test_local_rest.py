@@ -22,6 +22,7 @@ import pwd
 import ssl
 import stat
 import subprocess
+import tarfile
 import threading
 import time
 from collections import Counter
@@ -974,6 +975,69 @@ def test_undeploy_leaves_no_process_port_or_file(
     assert not created.exists() or f"mlp-{distributed.name}" not in created.read_text().split()
     again = distributed.play("undeploy.yml")
     assert again.rc == 0 and again.changed() == {"localhost": 0}, again.describe()
+
+
+def lock_from_wheelhouse(archive: Path, leave_out: set[str]) -> str:
+    """A requirements_lock (pip's --hash form) of every wheel in a wheelhouse archive but ``leave_out``."""
+    lines = []
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            filename = Path(member.name).name
+            if not member.isfile() or not filename.endswith(".whl"):
+                continue
+            project, version = filename.split("-")[:2]
+            if project.replace("_", "-").lower() in leave_out:
+                continue
+            source = tar.extractfile(member)
+            assert source is not None
+            digest = hashlib.sha256(source.read()).hexdigest()
+            lines.append(f"{project}=={version} \\\n    --hash=sha256:{digest}")
+    return "\n".join(sorted(lines)) + "\n"
+
+
+def test_a_requirements_lock_pins_every_wheel_by_hash(
+    distributed: Deployment, deploy_root: Path, iris_models: dict[str, Path], controller_dirs: dict[str, str]
+) -> None:
+    """An atomic pipeline with a requirements_lock made from the wheels an earlier deploy of this session
+    downloaded (the distributed pipeline's): a lock with one wrong hash fails the deploy with pip's words,
+    naming the lock, before any host is touched; the right lock deploys, ships the lock in the host's
+    wheelhouse and the pipeline answers as before."""
+    archives = sorted(Path(controller_dirs["mlpacker_cache_dir"], "wheelhouse").glob("*.tar"))
+    assert archives, "no wheelhouse in the session's cache"
+    lock = lock_from_wheelhouse(archives[0], {"mlpacker-runtime", "supervisor", "uv"})
+    assert "scikit_learn==" in lock or "scikit-learn==" in lock, lock
+    name = "t-rest-lock"
+    base_port = free_port_block(1)
+    spec = iris_spec(name, "rest", "atomic", iris_models, base_port)
+    lock_file = iris_models["scaler"].parent / "requirements.lock"  # beside the artifacts, in base_dir
+    spec["mlpacker_pipeline"]["requirements_lock"] = str(lock_file)
+    spec_file = write_vars_file(deploy_root / f"{name}.yml", spec)
+    controller = controller_vars_file(deploy_root, controller_dirs, name)
+    deployment = Deployment(
+        name, spec_file, deploy_root / f"controller-{name}.yml", base_port, dict(iris_models), controller
+    )
+    try:
+        first_hash = lock.split("sha256:", 1)[1][:64]
+        lock_file.write_text(lock.replace(first_hash, "0" * 64, 1))
+        refused = deployment.play("deploy.yml")
+        assert refused.rc != 0, refused.describe()
+        assert "pip download of the requirements_lock" in refused.output, refused.describe()
+        assert "DO NOT MATCH THE HASHES" in refused.output, refused.describe()
+        assert pipeline_leftovers(name) == [], "a refused lock still touched the host"
+
+        lock_file.write_text(lock)
+        deployed = deployment.play("deploy.yml")
+        assert deployed.rc == 0, deployed.describe()
+        assert post_predict(deployment.url(), IRIS_SAMPLES, credentials=deployment.credentials) == (
+            deployment.expected(IRIS_SAMPLES)
+        )
+        (shipped,) = Path(f"/opt/mlpacker/{name}/.wheelhouse").glob("*/requirements.lock")
+        assert shipped.read_text() == lock
+    finally:
+        if pipeline_leftovers(name):
+            removed = deployment.play("undeploy.yml")
+            assert removed.rc == 0, removed.describe()
+        lock_file.unlink(missing_ok=True)
 
 
 # --- The lab switch: mlpacker_insecure (the one deploy of the suite that runs without TLS and auth) ---------

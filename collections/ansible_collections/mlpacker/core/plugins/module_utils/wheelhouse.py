@@ -58,4 +58,4 @@ def archive_digests(archive):
                 digest.update(block)
                 block = source.read(1 << 20)
             lines.append((name, f"{digest.hexdigest()}  {name}\n"))
-    return "".join(line for _, line in sorted(lines))
+    return "".join(line for name, line in sorted(lines))

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright (c) MLPacker contributors
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 """Download a host target's wheels and archive them:  download_wheelhouse.py --archive X.tar [options] REQ...

@@ -60,7 +60,8 @@ def test_locked_requirements_parse(text: str, expected: list[tuple[str, str, int
     ],
 )
 def test_what_pip_would_read_otherwise_is_refused_naming_the_line(text: str, expected: str) -> None:
-    _, problems = parse_lock(text, FIELD)
+    entries, problems = parse_lock(text, FIELD)
+    assert isinstance(entries, list)
     assert len(problems) == 1 and expected in problems[0], problems
 
 
