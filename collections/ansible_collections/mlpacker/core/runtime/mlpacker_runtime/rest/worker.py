@@ -35,6 +35,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
+from concurrent import futures
 from typing import Any
 
 from gunicorn.http.errors import NoMoreData
@@ -133,13 +134,12 @@ class MLPackerThreadWorker(ThreadWorker):
     socket_class: type[TimedSocket] = TimedSocket
 
     def get_thread_pool(self) -> Any:
-        from concurrent import futures
-
         return futures.ThreadPoolExecutor(max_workers=max(self.cfg.threads, self.cfg.worker_connections))
 
     def enqueue_req(self, conn: Any) -> None:
         # A new connection's socket becomes a timed one before any read (the TLS handshake included).
-        if type(conn.sock) is socket.socket:
+        sock = conn.sock
+        if isinstance(sock, socket.socket) and not isinstance(sock, (_Timed, ssl.SSLSocket)):
             conn.sock = self.socket_class.adopt(conn.sock)
         super().enqueue_req(conn)
 
