@@ -26,6 +26,15 @@ PROBE_TIMEOUT_S = 5.0  # what an orchestrator's probe waits (Kubernetes' default
 READ_TIMEOUT_S = 3  # the services' rest.body_read_timeout_s here (default 10), to keep the tests short
 
 
+def wait_until(condition: Any, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def _connect(service: RuntimeProcess, tls: ssl.SSLContext | None = None) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", service.config["rest"]["port"]), timeout=30)
     if tls is not None:
@@ -40,6 +49,13 @@ def _stalled_body(service: RuntimeProcess, tls: ssl.SSLContext | None = None) ->
         b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
         b'{"instances": [[5.1, '
     )
+    return sock
+
+
+def _stalled_chunks(service: RuntimeProcess, tls: ssl.SSLContext | None = None) -> socket.socket:
+    """A chunked body (served by the Flask route, not the fast path) that stops after its first chunk."""
+    sock = _connect(service, tls)
+    sock.sendall(b'POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"ins')
     return sock
 
 
@@ -112,16 +128,10 @@ def _service(runtimes: Runtimes, iris_models: IrisModels, **extra: Any) -> Runti
     rest.update(extra.pop("rest", {}))
     http = extra.pop("http", None)
     service = runtimes.start(base_config(iris_models.three_stages(), rest=rest, **extra), http=http)
-    # wait_ready saw one worker ready; the stages of the other may still be loading (503, and a busy GIL).
-    ready_in_a_row = 0
-    deadline = time.monotonic() + 60
-    while ready_in_a_row < 10:
-        assert time.monotonic() < deadline, service.log()
-        # A new connection each time (keep-alive would ask the same worker again).
-        status = service.http.request(
-            "GET", service.base_url + "/health/ready", headers={"Connection": "close"}
-        ).status
-        ready_in_a_row = ready_in_a_row + 1 if status == 200 else 0
+    # wait_ready saw one worker ready; the other may still be loading its stages (503, and a busy GIL).
+    assert service.log_shows("loaded stage classify") and wait_until(
+        lambda: service.log().count("loaded stage classify") == rest["workers"]
+    ), service.log()
     return service
 
 
@@ -179,6 +189,19 @@ def test_stalled_bodies_do_not_starve_health_or_predict(
         assert answer.endswith(
             b'{"error":"client silent for more than rest.body_read_timeout_s (%d s)"}' % READ_TIMEOUT_S
         )
+    assert "Traceback" not in service.log()
+
+
+@pytest.mark.slow
+def test_stalled_chunked_bodies_get_408(runtimes: Runtimes, iris_models: IrisModels) -> None:
+    service = _service(runtimes, iris_models)
+    latencies, failures, cut_after, answers = _stall_and_probe(service, 16, _stalled_chunks)
+    _report("16 stalled chunked bodies", latencies, failures, cut_after)
+    assert failures == []
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 408 REQUEST TIMEOUT\r\n"), answer[:300]
+        assert b"Connection: close\r\n" in answer
+        assert answer.endswith(b'{"error":"client silent for more than rest.body_read_timeout_s (3 s)"}')
     assert "Traceback" not in service.log()
 
 

@@ -11,7 +11,7 @@ from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from mlpacker_runtime.auth import BearerAuth
 from mlpacker_runtime.chain import InputError, StageError
@@ -242,9 +242,17 @@ def create_app(
         except RequestEntityTooLarge:
             metrics.request_seconds.labels("/predict").observe(time.perf_counter() - started)
             raise
-        except TimeoutError as exc:  # rest.body_read_timeout_s (gunicorn worker): the client stalled
+        except (TimeoutError, ClientDisconnected) as exc:
+            # rest.body_read_timeout_s (gunicorn worker): the client stalled; werkzeug reports a stalled
+            # chunked body as a client gone, the worker's socket tells which it was.
+            timed_out = getattr(request.environ.get("gunicorn.socket"), "timed_out", False)
+            if not isinstance(exc, TimeoutError) and not timed_out:
+                raise
             metrics.errors.labels("read_timeout").inc()
-            return _error(408, str(exc))
+            return _error(
+                408,
+                f"client silent for more than rest.body_read_timeout_s ({rest['body_read_timeout_s']:g} s)",
+            )
         request.environ[_FLASK_COUNTED] = True
         status, body = handle_predict(raw)
         return Response(body, status=status, mimetype="application/json")
