@@ -56,6 +56,9 @@ def run_schemathesis(
         "--checks", "all", "--exclude-checks", REPLACED_CHECKS,
         "--max-examples", str(max_examples), "--seed", str(seed), "--continue-on-failure",
         "--workers", "2", "--request-timeout", "30", "--no-color", "--output-truncate", "true",
+        # A kept-alive connection left idle (while hypothesis builds a big body) may be closed by the server
+        # (rest.body_read_timeout_s) just as the client reuses it: retried, as HTTP clients do.
+        "--request-retries", "2",
         "--generation-database", "none",
         "--report", "json", "--report-json-path", str(report),
     ]  # fmt: skip
