@@ -7,9 +7,22 @@ from __future__ import annotations
 
 import http.client
 import json
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-from runtime_helpers import IrisModels, Runtimes, base_config, bearer, function_stage, post_json, write_tokens
+from runtime_helpers import (
+    Broker,
+    IrisModels,
+    MqttProbe,
+    Runtimes,
+    base_config,
+    bearer,
+    function_stage,
+    post_json,
+    stream_config,
+    write_tokens,
+)
 
 IRIS_SIGNATURE = {
     "source": "spec",
@@ -89,3 +102,29 @@ def test_a_failing_stage_logs_its_traceback_once(runtimes: Runtimes, code_dir: P
     assert service.log_shows("Traceback")
     assert service.log().count("Traceback") == 1
     assert service.log().count("stage 'explode' (call) failed") == 1  # the repeats are summed up later
+
+
+def test_stream_refuses_nan_and_deep_nesting_to_the_error_topic(
+    runtimes: Runtimes,
+    mosquitto: Broker,
+    mqtt_probe: Callable[[list[str]], MqttProbe],
+    iris_models: IrisModels,
+) -> None:
+    prefix = f"t/untrusted-{uuid.uuid4().hex[:8]}"
+    stages = iris_models.three_stages()
+    stages[0]["input_signature"] = IRIS_SIGNATURE
+    runtimes.start(stream_config(stages, mosquitto.port, prefix, "all", f"{prefix}/out"))
+    probe = mqtt_probe([f"{prefix}/out", f"{prefix}/errors"])
+    topic = f"{prefix}/all/in"
+    probe.publish(topic, None, raw=b'{"id": 1, "instances": [[NaN, 1, 2, 3]]}')
+    probe.publish(topic, None, raw=b'{"id": 2, "instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    probe.publish(topic, {"id": 3, "instances": [[1, "abc", 3, 4]]})
+    probe.publish(topic, {"id": 4, "instances": [[5.1, 3.5, 1.4, 0.2]]})
+    assert [message["id"] for message in probe.wait_for(f"{prefix}/out", 1)] == [4]
+    errors = probe.wait_for(f"{prefix}/errors", 3)
+    assert [error["error"] for error in errors] == [
+        "malformed JSON message: NaN is not a JSON value (JSON does not allow NaN, Infinity or -Infinity; "
+        "send null for a missing value if the model takes it)",
+        "malformed JSON message: nested too deeply (instances are rows of values)",
+        "instances[0][1] (sepal_width): expected a number, received a string ('abc')",
+    ]

@@ -32,20 +32,25 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def parse_json(raw: bytes) -> Any:
-    """The JSON document in ``raw``; BodyError(400) for anything JSON does not allow or nests too deeply."""
+def parse_json(raw: bytes, what: str = "body") -> Any:
+    """The JSON document in ``raw``; BodyError(400) for anything JSON does not allow or nests too deeply.
+
+    ``what`` names the document in the message (``body``; ``message`` in stream mode).
+    """
     try:
         text = raw.decode(json.detect_encoding(raw), "surrogatepass")
         return _DECODER.decode(text)
-    except BodyError:
-        raise
+    except BodyError as exc:
+        raise BodyError(
+            exc.status, exc.kind, str(exc).replace("malformed JSON body", f"malformed JSON {what}")
+        ) from None
     except RecursionError:
         # The C scanner stops at the interpreter's recursion limit: cheap, and nothing is logged.
         raise BodyError(
-            400, "bad_json", "malformed JSON body: nested too deeply (instances are rows of values)"
+            400, "bad_json", f"malformed JSON {what}: nested too deeply (instances are rows of values)"
         ) from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BodyError(400, "bad_json", f"malformed JSON body: {exc}") from None
+        raise BodyError(400, "bad_json", f"malformed JSON {what}: {exc}") from None
 
 
 def instances_of(payload: Any, max_instances: int, what: str = "body") -> Any:

@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 from mlpacker_runtime.auth import BearerAuth
 from mlpacker_runtime.chain import InputError, StageError
 from mlpacker_runtime.health_server import HealthServer
+from mlpacker_runtime.request_body import BodyError, parse_json
 from mlpacker_runtime.secret_files import read_password
 from mlpacker_runtime.service import Service
 from mlpacker_runtime.tls import server_context
@@ -228,9 +229,10 @@ class StreamConsumer:
                     f"({stream['max_message_bytes']} bytes): not parsed"
                 )
             try:
-                payload = json.loads(raw)
-            except ValueError as exc:
-                raise InputError(f"malformed JSON: {exc}") from exc
+                # As for REST: NaN/Infinity and too deep nesting are refused (request_body.parse_json).
+                payload = parse_json(raw, "message")
+            except BodyError as exc:
+                raise InputError(str(exc)) from None
             if not isinstance(payload, dict) or "instances" not in payload:
                 raise InputError('message must be a JSON object {"id": ..., "instances": [[...], ...]}')
             message_id = payload.get("id")
