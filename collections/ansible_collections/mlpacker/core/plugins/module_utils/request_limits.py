@@ -10,6 +10,7 @@ every value checked, so a bad one fails the preflight naming ``mlpacker_request_
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 DEFAULTS: dict[str, Any] = {
@@ -44,7 +45,8 @@ def _number(key: str, value: Any, *, whole: bool) -> int | float:
         if not value.is_integer():
             raise RequestLimitsError(f"{field}: expected {wanted} > 0, got {value!r}")
         value = int(value)
-    if not isinstance(value, (int, float)) or value <= 0 or value != value or value == float("inf"):
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if not isinstance(value, (int, float)) or not finite or value <= 0:
         raise RequestLimitsError(f"{field}: expected {wanted} > 0, got {value!r}")
     return value
 

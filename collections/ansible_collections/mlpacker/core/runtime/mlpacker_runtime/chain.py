@@ -101,7 +101,7 @@ class Chain:
             # numpy reads true and false as numbers; JSON booleans are not features.
             for position, row in enumerate(instances):
                 for index, value in enumerate(row):
-                    if type(value) is bool:
+                    if isinstance(value, bool):
                         raise InputError(
                             f"instances[{position}][{index}]: expected a number or a string, "
                             f"received {describe(value)}"

@@ -71,9 +71,11 @@ def describe(value: Any) -> str:
 
 def is_number(value: Any) -> bool:
     """A JSON number that fits a float64 (not a boolean, not 1e999 parsed as infinity)."""
-    if type(value) is float:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
         return math.isfinite(value)
-    if type(value) is int:
+    if isinstance(value, int):
         return -_FLOAT_MAX <= value <= _FLOAT_MAX
     return False
 
@@ -82,7 +84,7 @@ def is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-_ACCEPTS = {"number": is_number, "string": lambda value: type(value) is str, "any": is_scalar}
+_ACCEPTS = {"number": is_number, "string": lambda value: isinstance(value, str), "any": is_scalar}
 _EXPECTED = {"number": "a number", "string": "a string", "any": "a value (not a list or object)"}
 _SCHEMAS: dict[str, dict[str, Any]] = {"number": {"type": "number"}, "string": {"type": "string"}, "any": {}}
 
@@ -139,7 +141,7 @@ class InputSignature:
         """
         features = self.features
         for position, row in enumerate(instances):
-            if type(row) is not list:
+            if not isinstance(row, list):
                 raise SignatureError(
                     f"instances[{position}]: expected a row of {features} features, received {describe(row)}"
                 )

@@ -50,11 +50,12 @@ def test_limits_over_defaults(given: Any, changed: dict[str, Any]) -> None:
         ({"max_message_bytes": None}, ".max_message_bytes: expected a whole number > 0"),
         ({"body_read_timeout_s": 0}, ".body_read_timeout_s: expected a number > 0, got 0"),
         ({"body_read_timeout_s": "soon"}, ".body_read_timeout_s: expected a number > 0"),
+        ({"body_read_timeout_s": float("inf")}, ".body_read_timeout_s: expected a number > 0, got inf"),
         ({"max_connections": 4}, ".max_connections: must be more than the 4 request threads"),
     ],
     ids=[
         "not-a-dict", "unknown", "zero", "negative", "fraction", "bool", "suffix", "null", "timeout-zero",
-        "timeout-text", "connections-vs-threads",
+        "timeout-text", "timeout-infinite", "connections-vs-threads",
     ],
 )  # fmt: skip
 def test_bad_limits_name_the_key(given: Any, message: str) -> None:
