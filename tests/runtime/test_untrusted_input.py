@@ -337,3 +337,19 @@ def test_signature_fast_path_and_scan_agree() -> None:
     assert fast.dtype == scanned.dtype == np.float64 and fast.tolist() == scanned.tolist() == rows
     big = [[2**70, 1]]  # past int64: numpy makes an object array; the stage gets floats
     assert checked.check(big, may_have_bools=False).dtype == np.float64
+
+
+def test_overflow_is_caught_before_a_next_hop(
+    make_app: Callable[..., Flask], iris_models: IrisModels
+) -> None:
+    # The last stage of a service that forwards: infinity cannot travel in JSON, so the entry answers 422 (the
+    # next hop, unreachable here, is never asked: that would be a 502).
+    stage = iris_models.stage("scale", "scaler", "transform", input_signature=IRIS_SIGNATURE)
+    app = make_app(base_config([stage], rest={"next_hops": ["http://127.0.0.1:9/predict"]}))
+    status, error = post(app, b'{"instances": [[-1.7976931348623157e308, 0, 0, 0]]}')
+    assert (status, error) == (
+        422,
+        "instances: stage 'scale' computed infinity or NaN from these values (out of the range this pipeline "
+        "can compute)",
+    )
+    assert post(app, b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}')[0] == 502
