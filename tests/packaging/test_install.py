@@ -8,10 +8,10 @@
   ``mlpacker`` CLI deploys, reports and undeploys a spec whose artifact paths are relative to the spec file,
   run from yet another folder.
 
-Both deploy REST atomic on this machine (a real gunicorn under supervisord), secure by default (HTTPS with the
-pipeline's CA and a bearer token, found through the deployment record as a user finds them), and check the
-answers against scikit-learn in this process, that nothing is left after the undeploy, and that neither run
-used the checkout.
+Both deploy REST atomic over SSH to a host of the test bed (cloud1, named in an inventory of the user's own;
+a real gunicorn under supervisord), secure by default (HTTPS with the pipeline's CA and a bearer token, found
+through the deployment record as a user finds them), and check the answers against scikit-learn in this
+process, that nothing is left on the host after the undeploy, and that neither run used the checkout.
 """
 
 from __future__ import annotations
@@ -28,16 +28,11 @@ import pytest
 import sklearn
 import yaml
 
-from tests.api.conftest import SAMPLE, expected_predictions, free_port_block, post, unique_name
-from tests.deploy.helpers import (
-    parse_recap,
-    pipeline_leftovers,
-    processes_mentioning,
-    record_credentials,
-    train_iris,
-)
+from tests.api.conftest import SAMPLE, expected_predictions, post, unique_name
+from tests.deploy.helpers import leftovers_on_testbed_host, parse_recap, record_credentials, train_iris
+from tests.testbed.testbed import SSH_COMMON_ARGS
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.testbed]
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -60,18 +55,28 @@ NOT_SOURCE = shutil.ignore_patterns(
 )
 
 
-def local_inventory(path: Path, python: Path) -> Path:
-    """This machine in every group, as a user would write it (not the repository's inventories/local)."""
+# The user's one host: a test-bed host, reached over SSH. Its ports are in its own network namespace, clear of
+# the other test-bed deploys' (8300, 8400, 8500-8502, 20000-39999); the test-bed tests run one at a time.
+HOST = "cloud1"
+TARBALL_PORT = 8600
+PIP_PORT = 8610
+
+
+def user_inventory(path: Path, bed: Any) -> Path:
+    """The test-bed host in every group, reached over SSH with the test bed's key, as a user would write it
+    (not the test bed's inventory)."""
     host = {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": str(python),
-        "ansible_host": "127.0.0.1",
+        "ansible_host": bed.address(HOST),
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(bed.key_path),
+        "ansible_ssh_common_args": SSH_COMMON_ARGS,
+        "ansible_python_interpreter": "/usr/bin/python3",
     }
     inventory = {
         "all": {
-            "hosts": {"localhost": host},
+            "hosts": {HOST: host},
             "vars": {"mlpacker_python": "/usr/bin/python3"},
-            "children": {group: {"hosts": {"localhost": None}} for group in ("edge", "fog", "cloud")},
+            "children": {group: {"hosts": {HOST: None}} for group in ("edge", "fog", "cloud")},
         }
     }
     path.write_text(yaml.safe_dump(inventory, sort_keys=False))
@@ -119,7 +124,7 @@ def write_iris_spec(path: Path, name: str, port: int, artifacts: list[str], **ex
     return path
 
 
-def test_collection_tarball_installed_elsewhere_deploys(tmp_path: Path) -> None:
+def test_collection_tarball_installed_elsewhere_deploys(testbed: Any, tmp_path: Path) -> None:
     dist, installed, project = tmp_path / "dist", tmp_path / "collections", tmp_path / "project"
     project.mkdir()
     env = clean_env(ANSIBLE_COLLECTIONS_PATH=str(installed), PATH=f"{VENV_BIN}:{os.environ['PATH']}")
@@ -131,7 +136,7 @@ def test_collection_tarball_installed_elsewhere_deploys(tmp_path: Path) -> None:
     assert (installed_runtime / "mlpacker_runtime" / "__init__.py").is_file()
 
     models = train_iris(project / "models")
-    name, port = unique_name("tarball"), free_port_block(4)
+    name, port = unique_name("tarball"), TARBALL_PORT
     # A user's own playbook: playbook_dir is the project folder, so relative paths work.
     spec = write_iris_spec(
         project / "pipeline.yml",
@@ -156,25 +161,25 @@ def test_collection_tarball_installed_elsewhere_deploys(tmp_path: Path) -> None:
         "      ansible.builtin.import_role:\n"
         "        name: mlpacker.core.pipeline\n"
     )
-    inventory = local_inventory(project / "hosts.yml", VENV_BIN / "python")
+    inventory = user_inventory(project / "hosts.yml", testbed)
     deploy = ["ansible-playbook", "deploy.yml", "-i", inventory, "-e", f"@{spec}"]
     undeploy = ["ansible-playbook", "mlpacker.core.undeploy", "-i", inventory, "-e", f"@{spec}"]
     try:
         output = run(deploy, project, env)
         assert f"runtime source: {installed_runtime}" in output
         assert "[WARNING]" not in output, output
-        assert parse_recap(output)["localhost"]["failed"] == 0
-        url = f"https://127.0.0.1:{port}/predict"
+        assert parse_recap(output)[HOST]["failed"] == 0
+        url = f"https://{testbed.address(HOST)}:{port}/predict"
         credentials = record_credentials(tmp_path / "state", name)
         assert credentials and credentials["ca_file"] == str(tmp_path / "credentials" / name / "ca.crt")
         assert f"POST {url}" in output and "Try it:" in output
         assert post(url, SAMPLE, credentials) == expected_predictions(models["scaler"].parent, SAMPLE)
         again = run(deploy, project, env)
-        assert parse_recap(again)["localhost"]["changed"] == 0, again[-4000:]
+        assert parse_recap(again)[HOST]["changed"] == 0, again[-4000:]
     finally:
         removed = run(undeploy, project, env)
-    assert parse_recap(removed)["localhost"]["failed"] == 0
-    assert pipeline_leftovers(name) == [] and processes_mentioning(f"/opt/mlpacker/{name}/") == []
+    assert parse_recap(removed)[HOST]["failed"] == 0
+    assert leftovers_on_testbed_host(testbed, HOST, name) == ""
 
 
 @pytest.fixture(scope="module")
@@ -192,11 +197,13 @@ def pip_installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-def test_pip_installed_cli_deploys_outside_a_checkout(pip_installed: Path, tmp_path: Path) -> None:
+def test_pip_installed_cli_deploys_outside_a_checkout(
+    testbed: Any, pip_installed: Path, tmp_path: Path
+) -> None:
     spec_dir, elsewhere = tmp_path / "my-pipeline", tmp_path / "elsewhere"
     elsewhere.mkdir(parents=True)
     models = train_iris(spec_dir / "models")
-    name, port = unique_name("pipcli"), free_port_block(4)
+    name, port = unique_name("pipcli"), PIP_PORT
     # No base_dir: the artifact paths are relative to the spec file's folder.
     spec = write_iris_spec(
         spec_dir / "pipeline.yml",
@@ -204,7 +211,7 @@ def test_pip_installed_cli_deploys_outside_a_checkout(pip_installed: Path, tmp_p
         port,
         [f"models/{models[stage].name}" for stage in ("scaler", "pca", "classifier")],
     )
-    inventory = local_inventory(tmp_path / "hosts.yml", pip_installed / "bin" / "python")
+    inventory = user_inventory(tmp_path / "hosts.yml", testbed)
     cli = pip_installed / "bin" / "mlpacker"
     credentials_dir = tmp_path / "credentials"
     common = [
@@ -225,7 +232,7 @@ def test_pip_installed_cli_deploys_outside_a_checkout(pip_installed: Path, tmp_p
         # What a user reads after `mlpacker deploy`: the entry points, where the credentials are, a curl line.
         deploying = run_quietly([cli, "deploy", spec, *common, "-q"], elsewhere, env)
         deployed = yaml.safe_load(deploying.stdout)
-        url = f"https://127.0.0.1:{port}/predict"
+        url = f"https://{testbed.address(HOST)}:{port}/predict"
         assert deployed["entry_points"]["rest"] == [url]
         folder = credentials_dir / name
         assert deployed["credentials"] == {
@@ -243,7 +250,7 @@ def test_pip_installed_cli_deploys_outside_a_checkout(pip_installed: Path, tmp_p
         assert status["status"] == "successful", status
     finally:
         run([cli, "undeploy", spec, *common, "-q"], elsewhere, env)
-    assert pipeline_leftovers(name) == [] and processes_mentioning(f"/opt/mlpacker/{name}/") == []
+    assert leftovers_on_testbed_host(testbed, HOST, name) == ""
 
 
 PRINT_SOURCE = """
