@@ -956,6 +956,29 @@ def test_a_damaged_wheelhouse_is_repaired_by_the_next_deploy(distributed: Deploy
     assert supervisor_pids(programs) == pids_before, "repairing the wheelhouse restarted a service"
 
 
+def test_without_controller_inspection_the_smoke_test_uses_the_users_answers(distributed: Deployment) -> None:
+    """mlpacker_inspect_artifacts false: nothing is loaded on the controller; the smoke test compares with
+    mlpacker_smoke_expected, or is skipped saying why; the entry stage's signature comes from the smoke
+    rows."""
+    expected = distributed.expected(IRIS_SAMPLES)
+    settings = {"mlpacker_inspect_artifacts": False, "mlpacker_smoke_instances": IRIS_SAMPLES}
+    compared = distributed.play("deploy.yml", extra_vars=dict(settings, mlpacker_smoke_expected=expected))
+    assert compared.rc == 0, compared.describe()
+    reference_task = compared.output.split("Compute the expected answers on the controller]", 1)[1]
+    assert reference_task.lstrip("*\n ").startswith("skipping: [localhost]"), compared.describe()
+    assert "Send the same instances through the deployed pipeline and compare" in compared.output
+    entry = Path(f"/opt/mlpacker/{distributed.name}/{distributed.name}-scale/current/config.json")
+    signature = json.loads(entry.read_text())["stages"][0]["input_signature"]
+    assert signature == {"source": "smoke_instances", "columns": [{"name": None, "type": "number"}] * 4}
+    wrong = ["not what the pipeline answers"] * len(expected)
+    mismatch = distributed.play("deploy.yml", extra_vars=dict(settings, mlpacker_smoke_expected=wrong))
+    assert mismatch.rc != 0, mismatch.describe()
+    skipped = distributed.play("deploy.yml", extra_vars=settings)
+    assert skipped.rc == 0, skipped.describe()
+    assert "Smoke test skipped: mlpacker_inspect_artifacts is false" in skipped.output, skipped.describe()
+    assert post_predict(distributed.url(), IRIS_SAMPLES, credentials=distributed.credentials) == expected
+
+
 def test_undeploy_leaves_no_process_port_or_file(
     distributed: Deployment, controller_dirs: dict[str, str]
 ) -> None:
