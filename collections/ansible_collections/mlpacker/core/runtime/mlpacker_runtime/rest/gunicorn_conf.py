@@ -28,7 +28,7 @@ from typing import Any
 from mlpacker_runtime.config import bind_addresses, load_config
 from mlpacker_runtime.metrics import MULTIPROC_ENV
 from mlpacker_runtime.rest import CONFIG_AS_GIVEN_ENV
-from mlpacker_runtime.rest.worker import timed_worker
+from mlpacker_runtime.rest.worker import configure as configure_worker
 from mlpacker_runtime.security_check import check_security_files
 from mlpacker_runtime.tls import server_context
 
@@ -44,7 +44,8 @@ workers = _rest["workers"]
 # a read timeout on every client socket and a thread for every connection (rest/worker.py): a slow or stalled
 # client cannot hold the threads health probes and other clients need. rest.threads bounds the requests that
 # run their stages at once (the app's semaphore), rest.max_connections the connections a worker holds.
-worker_class, _tls_socket_class = timed_worker(_rest["body_read_timeout_s"])
+worker_class = "mlpacker_runtime.rest.worker.MLPackerThreadWorker"
+_tls_socket_class = configure_worker(_rest["body_read_timeout_s"])
 threads = _rest["threads"]
 worker_connections = _rest["max_connections"]
 keepalive = _rest["keepalive_s"]

@@ -210,9 +210,11 @@ def _linger(sock: Any, timeout: float = LINGER_S, max_drain: int = 65536) -> Non
         pass
 
 
-def timed_worker(read_timeout: float) -> tuple[type[MLPackerThreadWorker], type[ssl.SSLSocket]]:
-    """The worker class (for gunicorn's worker_class) and TLS socket class for one service's timeout."""
-    plain = type("TimedSocket", (TimedSocket,), {"read_timeout": float(read_timeout)})
-    tls = type("TimedSSLSocket", (TimedSSLSocket,), {"read_timeout": float(read_timeout)})
-    worker = type("MLPackerThreadWorker", (MLPackerThreadWorker,), {"socket_class": plain})
-    return worker, tls
+def configure(read_timeout: float) -> type[TimedSSLSocket]:
+    """Set the service's rest.body_read_timeout_s (in the master: the workers it forks inherit it) and return
+    the TLS socket class for the server's context (``SSLContext.sslsocket_class``).
+
+    Module state rather than a class per service: gunicorn < 27 takes ``worker_class`` only as a string.
+    """
+    TimedSocket.read_timeout = TimedSSLSocket.read_timeout = float(read_timeout)
+    return TimedSSLSocket
