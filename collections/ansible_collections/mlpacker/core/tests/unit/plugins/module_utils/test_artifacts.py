@@ -28,7 +28,8 @@ RUNTIME_SOURCE = str(Path(__file__).resolve().parents[4] / "runtime")
 def load_artifact(path: str, artifact_format: str) -> object:
     """The artifact as the stage runtime loads it (what artifact_info describes)."""
     runtime = import_runtime(RUNTIME_SOURCE)
-    return load_object(runtime, service_config(runtime, [{"artifact": path, "format": artifact_format}]))
+    stage = {"artifact": path, "format": artifact_format, "sha256": sha256_file(path)}
+    return load_object(runtime, service_config(runtime, [stage]))
 
 
 @pytest.mark.parametrize(
