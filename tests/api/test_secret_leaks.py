@@ -1,10 +1,11 @@
 """Secrets never leak: a full secure deploy through ansible-runner at -vvv with --diff, then every job event,
 every artifact of the run and the deployment record are searched for each secret the deploy made.
 
-A stream pipeline on the managed broker (``inventories/local``) carries every kind of secret there is: the
-bearer token, the TLS private keys (pipeline CA, the host's server key, the client key, the broker's CA and
-listener key) and the MQTT passwords of each service and of the client. The deploy must also work: the
-pipeline answers through the broker with the client's credential over TLS.
+A stream pipeline on the managed broker, deployed over SSH to the test bed (the pipeline and the broker on
+cloud1), carries every kind of secret there is: the bearer token, the TLS private keys (pipeline CA, the
+host's server key, the client key, the broker's CA and listener key) and the MQTT passwords of each service
+and of the client; at -vvv the run's output also holds every SSH command and transfer. The deploy must also
+work: the pipeline answers through the broker with the client's credential over TLS.
 """
 
 from __future__ import annotations
@@ -16,20 +17,20 @@ from typing import Any
 import pytest
 
 import mlpacker
-from tests.api.conftest import (
-    LOCAL_INVENTORY,
-    SAMPLE,
-    expected_predictions,
-    free_port_block,
-    iris_pipeline,
-    unique_name,
-    write_spec,
+from tests.api.conftest import SAMPLE, expected_predictions, iris_pipeline, unique_name, write_spec
+from tests.deploy.helpers import (
+    leftovers_on_testbed_host,
+    managed_broker_inventory,
+    mqtt_roundtrip,
+    record_credentials,
 )
-from tests.deploy.helpers import mqtt_roundtrip, port_is_free, record_credentials
-from tests.outcomes import skip_missing
 
-pytestmark = [pytest.mark.slow, pytest.mark.mqtt]
+pytestmark = [pytest.mark.slow, pytest.mark.mqtt, pytest.mark.testbed]
 MANAGED_BROKER_TLS_PORT = 8883
+HOST = "cloud1"  # the atomic pipeline's group (cloud) and managed_broker_inventory's broker group
+# In cloud1's own network namespace, clear of the other test-bed deploys' ports (8300, 8400, 8500-8502,
+# 8600-8610, 20000-39999); the test-bed tests run one at a time.
+SERVICE_PORT = 8700
 
 
 def secrets_made(credentials_dir: Path) -> dict[str, str]:
@@ -51,34 +52,35 @@ def secrets_made(credentials_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def leak_run(tmp_path_factory: pytest.TempPathFactory, iris_models: Path) -> Iterator[dict[str, Any]]:
-    if not port_is_free(MANAGED_BROKER_TLS_PORT):
-        skip_missing(
-            f"free port {MANAGED_BROKER_TLS_PORT}",
-            f"port {MANAGED_BROKER_TLS_PORT} is taken on this machine; the managed broker needs it",
-        )
+def leak_run(
+    testbed: Any, tmp_path_factory: pytest.TempPathFactory, iris_models: Path
+) -> Iterator[dict[str, Any]]:
     work = tmp_path_factory.mktemp("leaks")
+    inventory = managed_broker_inventory(testbed, work / "inventory.yml")
     name = unique_name("leaks")
     spec = write_spec(work / "pipeline.yml", iris_pipeline(name, iris_models, layout="atomic", mode="stream"))
     options: dict[str, Any] = {
         "state_dir": work / "state",
         "extravars": {
-            "mlpacker_default_port": free_port_block(2),
+            "mlpacker_default_port": SERVICE_PORT,
             "mlpacker_credentials_dir": str(work / "credentials"),
         },
     }
     result = mlpacker.deploy(
         spec,
-        LOCAL_INVENTORY,
+        inventory,
         private_data_dir=work / "runner",
         verbosity=3,
         envvars={"ANSIBLE_DIFF_ALWAYS": "True"},
         **options,
     )
     try:
-        yield {"work": work, "name": name, "result": result, "state_dir": work / "state"}
+        yield {"work": work, "name": name, "result": result, "state_dir": work / "state", "bed": testbed}
     finally:
-        mlpacker.undeploy(spec, LOCAL_INVENTORY, **options)
+        removed = mlpacker.undeploy(spec, inventory, **options)
+    assert removed.ok, [failure.describe() for failure in removed.failures]
+    assert leftovers_on_testbed_host(testbed, HOST, name) == ""
+    assert testbed.run(HOST, "test -e /etc/mlpacker/mosquitto", check=False).returncode != 0
 
 
 def test_secure_stream_deploy_answers_with_the_clients_credential(
@@ -89,8 +91,9 @@ def test_secure_stream_deploy_answers_with_the_clients_credential(
     credentials = record_credentials(leak_run["state_dir"], leak_run["name"])
     assert credentials["mqtt"]["username"] == f"mlp-{leak_run['name']}-client"
     name = leak_run["name"]
+    broker = leak_run["bed"].address(HOST)
     answer = mqtt_roundtrip(
-        "127.0.0.1", MANAGED_BROKER_TLS_PORT, f"mlpacker/{name}/in", f"mlpacker/{name}/out", SAMPLE,
+        broker, MANAGED_BROKER_TLS_PORT, f"mlpacker/{name}/in", f"mlpacker/{name}/out", SAMPLE,
         credentials=credentials,
     )  # fmt: skip
     assert answer == expected_predictions(iris_models, SAMPLE)

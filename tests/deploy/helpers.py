@@ -370,6 +370,17 @@ def leftovers_on_testbed_host(bed: Any, host: str, name: str) -> str:
     return listing.stdout.strip()
 
 
+def managed_broker_inventory(bed: Any, path: Path) -> Path:
+    """The test bed's inventory written to ``path`` with the broker group on cloud1 and no mlpacker_broker:
+    MLPacker installs and runs its own Mosquitto there."""
+    inventory = yaml.safe_load(Path(bed.inventory_path).read_text())
+    inventory["all"]["vars"].pop("mlpacker_broker", None)
+    children = inventory["all"]["children"]
+    children["broker"] = {"hosts": {"cloud1": None}}
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return path
+
+
 # --- MQTT access checks of a secured broker (issue #12) -------------------------------------------------
 
 # MQTT 5 reason codes; paho reports a 3.1.1 refusal (return code 4 or 5) as one of the CONNACK ones too.

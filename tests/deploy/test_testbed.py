@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.deploy.helpers import (
     IRIS_SAMPLES,
@@ -35,6 +34,7 @@ from tests.deploy.helpers import (
     listeners_of_processes_on,
     load_marker_artifact,
     load_markers,
+    managed_broker_inventory,
     mqtt_roundtrip,
     post_predict,
     read_first_line,
@@ -50,17 +50,6 @@ MANAGED_BROKER_PORT = 8883  # the managed broker's TLS listener (plain 1883 only
 
 def spec_for(mode: str, layout: str, models: dict[str, Path]) -> dict[str, Any]:
     return iris_spec(f"tb-{mode}-{layout[:4]}", mode, layout, models, SERVICE_PORT)
-
-
-def managed_broker_inventory(bed: Any, path: Path) -> Path:
-    """The test bed's inventory with the broker group on cloud1 and no mlpacker_broker: MLPacker installs
-    and runs its own Mosquitto there."""
-    inventory = yaml.safe_load(Path(bed.inventory_path).read_text())
-    inventory["all"]["vars"].pop("mlpacker_broker", None)
-    children = inventory["all"]["children"]
-    children["broker"] = {"hosts": {"cloud1": None}}
-    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
-    return path
 
 
 def assert_services_listen_on_their_address_and_loopback(bed: Any, record: dict[str, Any]) -> None:
