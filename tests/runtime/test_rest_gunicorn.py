@@ -6,8 +6,10 @@ import http.client
 import json
 import re
 import signal
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -235,6 +237,53 @@ def test_hop_reconnects_when_kept_alive_connection_was_closed(
         "mlpacker_hop_errors_total"
         not in metrics.split("# TYPE mlpacker_hop_errors_total counter")[-1].split("#")[0]
     )
+
+
+@pytest.mark.slow
+def test_hop_connections_are_pooled_and_survive_idle_past_read_timeout(
+    runtimes: Runtimes, iris_models: IrisModels
+) -> None:
+    """The worker has a thread per client connection: the hop client shares its connections between them
+    (about rest.threads per replica, not one per thread), and a kept-alive hop connection idle for longer
+    than the replica's rest.body_read_timeout_s is still served (idle is not a stalled request)."""
+    down_port = free_port()
+    hop = f"http://127.0.0.1:{down_port}/predict"
+    downstream = base_config(
+        [iris_models.stage("reduce", "pca", "transform"), iris_models.stage("classify", "clf", "predict")],
+        rest={"port": down_port, "body_read_timeout_s": 1},
+    )
+    entry_config = base_config(
+        [iris_models.stage("scale", "scaler", "transform")], rest={"next_hops": [hop], "threads": 2}
+    )
+    entry, _ = runtimes.start_many([entry_config, downstream])
+    rows = iris_models.X[:2]
+    expected = (200, {"predictions": iris_models.expected(rows)})
+    results: list[tuple[int, Any]] = []
+
+    def client() -> None:
+        for _ in range(10):
+            results.append(post_json(entry.base_url + "/predict", {"instances": rows.tolist()}))
+
+    clients = [threading.Thread(target=client) for _ in range(16)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    assert results == [expected] * 160
+
+    def hop_connections() -> float:
+        metrics = get(entry.base_url + "/metrics")[1].decode()
+        return metric_value(metrics, "mlpacker_hop_connections_total", f'handshake="plain",hop="{hop}"')
+
+    opened = hop_connections()
+    # At most rest.threads requests run (and call the next hop) at once; 16 client connections, 16 threads.
+    assert 1 <= opened <= 2
+    time.sleep(2.5)  # the hop connections sit idle past the downstream's body_read_timeout_s
+    for _ in range(3):
+        assert post_json(entry.base_url + "/predict", {"instances": rows.tolist()}) == expected
+    assert hop_connections() == opened  # reused: not cut by the downstream, not reopened
+    metrics = get(entry.base_url + "/metrics")[1].decode()
+    assert "mlpacker_hop_errors_total{" not in metrics
 
 
 def test_listens_on_each_bind_address(runtimes: Runtimes, iris_models: IrisModels) -> None:

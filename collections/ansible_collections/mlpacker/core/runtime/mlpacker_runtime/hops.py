@@ -1,11 +1,16 @@
 """Next-hop client: POST local results to the next service's replicas.
 
 Round-robin over the replica list, failing over to the next replica when one cannot be connected to.
-Connections are kept alive and pooled per thread (each gunicorn worker thread keeps one connection per
-replica), so a hop costs one request, not a TCP handshake. Every hop sits on the request's critical
-path, so the client is a minimal HTTP/1.1 one over a plain (or TLS) socket: one ``sendall`` of headers
-and body, one ``recv`` for a small answer. http.client costs about 0.1 ms more per call (a file object
-per response and the email package's header parser), measured on the benchmark's 2-core machine.
+Connections are kept alive in one pool per replica, shared by the worker's threads: a request takes the most
+recently returned idle connection (or opens one) and gives it back after the answer; at most ``pool_size``
+idle ones are kept (the app passes rest.threads, at least 4: requests that run their stages and hops at
+once). So a hop costs one request, not a TCP handshake, and a service opens about rest.threads connections
+per replica whatever its thread count (the REST worker has a thread per client connection, rest/worker.py: a
+pool per thread opened a connection per thread, each used rarely, and the replica closed the idle ones).
+Every hop sits on the request's critical path, so the client is a minimal HTTP/1.1 one over a plain (or TLS)
+socket: one ``sendall`` of headers and body, one ``recv`` for a small answer. http.client costs about 0.1 ms
+more per call (a file object per response and the email package's header parser), measured on the
+benchmark's 2-core machine.
 Responses with Content-Length, chunked or read-until-close bodies are understood.
 A read timeout is not retried: the replica may still be working on it, and retrying would double the
 wait; it surfaces as HopTimeout (HTTP 504).
@@ -260,7 +265,8 @@ class NextHops:
                 ", ".join(target.url for target in self.targets if not target.https),
             )
         self._tls_sessions: dict[str, ssl.SSLSession] = {}  # url -> last session, shared by all threads
-        self._local = threading.local()  # per thread: url -> open _Connection
+        self.pool_size = max(1, pool_size)
+        self._idle: dict[str, list[_Connection]] = {target.url: [] for target in self.targets}  # LIFO
         self._counter = itertools.count()
         self._lock = threading.Lock()
 
@@ -297,11 +303,19 @@ class NextHops:
             return HopResponse(url=target.url, status=status, body=parsed, raw=raw)
         raise HopError("next hop unreachable: " + "; ".join(failures))
 
-    def _connections(self) -> dict[str, _Connection]:
-        connections = getattr(self._local, "connections", None)
-        if connections is None:
-            connections = self._local.connections = {}
-        return connections
+    def _take(self, url: str) -> _Connection | None:
+        """The most recently returned idle connection to ``url`` (the least likely to be closed), or None."""
+        with self._lock:
+            idle = self._idle[url]
+            return idle.pop() if idle else None
+
+    def _give_back(self, url: str, conn: _Connection) -> None:
+        with self._lock:
+            idle = self._idle[url]
+            if len(idle) < self.pool_size:
+                idle.append(conn)
+                return
+        conn.close()
 
     def _connect(self, target: _Target) -> _Connection:
         try:
@@ -329,9 +343,8 @@ class NextHops:
         return status, raw
 
     def _request(self, target: _Target, body: bytes, authorization: bytes) -> tuple[int, bytes]:
-        connections = self._connections()
         for attempt in (1, 2):
-            conn = connections.pop(target.url, None)
+            conn = self._take(target.url) if attempt == 1 else None
             reused = conn is not None
             if conn is None:
                 conn = self._connect(target)
@@ -355,7 +368,7 @@ class NextHops:
             if will_close:
                 conn.close()
             else:
-                connections[target.url] = conn
+                self._give_back(target.url, conn)
             return status, raw
         raise AssertionError("unreachable")
 
@@ -364,9 +377,12 @@ class NextHops:
             self.metrics.hop_errors.labels(url, kind).inc()
 
     def close(self) -> None:
-        for conn in self._connections().values():
+        with self._lock:
+            idle = [conn for connections in self._idle.values() for conn in connections]
+            for connections in self._idle.values():
+                connections.clear()
+        for conn in idle:
             conn.close()
-        self._connections().clear()
 
 
 def _describe(exc: BaseException) -> str:
