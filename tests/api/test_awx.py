@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -163,6 +164,43 @@ def test_survey_wrong_group_fails_validation_naming_the_field(tmp_path: Path, ir
     assert "mlpacker_pipeline.stages[0]" in message
 
 
+@pytest.mark.parametrize(
+    ("stages", "field"),
+    [
+        ("  - {name: steal, artifact: /etc/hostname, format: pickle}\n", "stages[0].artifact"),
+        (
+            "  - {name: steal, artifact: ../../../../../../etc/hostname, format: pickle}\n",
+            "stages[0].artifact",
+        ),
+        (
+            "base_dir: /\nstages:\n  - {name: steal, artifact: /etc/hostname, format: pickle}\n",
+            "stages[0].artifact",
+        ),
+        (
+            "code_dir: /usr/lib/python3\nstages:\n  - {name: steal, function: 'subprocess:check_output'}\n",
+            "code_dir",
+        ),
+    ],
+)
+def test_survey_cannot_name_files_outside_the_project(
+    tmp_path: Path, iris_models: Path, stages: str, field: str
+) -> None:
+    # A survey user fills in only the survey: the stages answer (its own base_dir included) cannot point the
+    # controller at a file outside the project checkout.
+    answers = survey_defaults() | {
+        "mlpacker_survey_layout": "atomic",
+        "mlpacker_survey_group": "fog",
+        "mlpacker_survey_stages": ("stages:\n" + stages) if stages.startswith("  -") else stages,
+    }
+    runner = _plan_job(tmp_path, answers, iris_models)
+    assert runner.status == "failed"
+    failed = [e for e in runner.events if e["event"] == "runner_on_failed"]
+    assert failed and failed[0]["event_data"]["task"] == "Validate the pipeline spec"
+    message = failed[0]["event_data"]["res"]["msg"]
+    project = os.path.realpath(tmp_path / "awx-job" / "project")
+    assert f"mlpacker_pipeline.{field}: " in message and f"is outside base_dir {project}" in message, message
+
+
 @pytest.mark.parametrize("answer", ["{{ lookup('env', 'HOME') }}"])
 def test_survey_answers_are_not_templated(tmp_path: Path, answer: str, iris_models: Path) -> None:
     # AWX tags answers !unsafe; a name holding Jinja must reach the validator verbatim (and be rejected).
@@ -173,8 +211,11 @@ def test_survey_answers_are_not_templated(tmp_path: Path, answer: str, iris_mode
     assert "mlpacker_pipeline.name" in message and "lookup" in message
 
 
-def _awx_job(work: Path, playbook: str, answers: dict, extra_vars: dict) -> RunResult:
-    """One AWX-style job of the real project: copied checkout, inventory script, survey answers."""
+def _awx_job(
+    work: Path, playbook: str, answers: dict, extra_vars: dict, models: Path | None = None
+) -> RunResult:
+    """One AWX-style job of the real project: copied checkout (with ``models``' artifacts where the example's
+    training writes them: survey paths stay inside the project), inventory script, survey answers."""
     inventory = local_inventory(["edge", "fog", "cloud", "broker"])
     inventory["_meta"]["hostvars"]["localhost"].update(
         {"ansible_host": "127.0.0.1", "mlpacker_python": "/usr/bin/python3"}
@@ -182,6 +223,11 @@ def _awx_job(work: Path, playbook: str, answers: dict, extra_vars: dict) -> RunR
     pdd = make_awx_private_data_dir(
         work, project_src=REPO, inventory=inventory, survey_answers=answers, extra_vars=extra_vars
     )
+    if models is not None:
+        project_models = pdd / "project" / "examples" / "iris" / "models"
+        project_models.mkdir(parents=True, exist_ok=True)
+        for artifact in models.glob("*.joblib"):
+            shutil.copy(artifact, project_models / artifact.name)
     runner = ansible_runner.run(private_data_dir=str(pdd), playbook=playbook, quiet=True)
     return result_from_events(playbook, list(runner.events), runner_status=str(runner.status), rc=runner.rc)
 
@@ -197,11 +243,10 @@ def test_awx_job_deploys_and_undeploys_from_survey_answers(
         "mlpacker_survey_group": "cloud",
         "mlpacker_survey_stages": yaml.safe_dump(
             {
-                "base_dir": str(iris_models),
                 "stages": [
-                    {"name": "scale", "artifact": "scaler.joblib"},
-                    {"name": "reduce", "artifact": "pca.joblib"},
-                    {"name": "classify", "artifact": "classifier.joblib"},
+                    {"name": "scale", "artifact": "examples/iris/models/scaler.joblib"},
+                    {"name": "reduce", "artifact": "examples/iris/models/pca.joblib"},
+                    {"name": "classify", "artifact": "examples/iris/models/classifier.joblib"},
                 ],
             }
         ),
@@ -219,7 +264,9 @@ def test_awx_job_deploys_and_undeploys_from_survey_answers(
         "mlpacker_credentials_dir": str(credentials_dir),
         "mlpacker_awx_token_file": str(injected),
     }
-    deploy = _awx_job(tmp_path_factory.mktemp("awx-deploy"), "playbooks/deploy.yml", answers, extra_vars)
+    deploy = _awx_job(
+        tmp_path_factory.mktemp("awx-deploy"), "playbooks/deploy.yml", answers, extra_vars, iris_models
+    )
     try:
         assert deploy.ok, [f.describe() for f in deploy.failures]
         entry = f"https://127.0.0.1:{port}/predict"
@@ -242,6 +289,10 @@ def test_awx_job_deploys_and_undeploys_from_survey_answers(
             post(entry, SAMPLE, {"ca_file": deploy.credentials["ca_file"]})
     finally:
         undeploy = _awx_job(
-            tmp_path_factory.mktemp("awx-undeploy"), "playbooks/undeploy.yml", answers, extra_vars
+            tmp_path_factory.mktemp("awx-undeploy"),
+            "playbooks/undeploy.yml",
+            answers,
+            extra_vars,
+            iris_models,
         )
     assert undeploy.ok, [f.describe() for f in undeploy.failures]
