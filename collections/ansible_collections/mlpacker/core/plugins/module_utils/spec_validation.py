@@ -378,8 +378,16 @@ def validate_pipeline(
         spec["base_dir"] = resolve_dir(errors, SPEC_ROOT + ".base_dir", pipeline["base_dir"], working_dir)
     # A pip hash-checking requirements file (requirements_lock.py): the wheelhouse is downloaded and installed
     # with --require-hashes; the spec's requirements must each be in it.
+    lock_value = pipeline.get("requirements_lock")
+    if isinstance(lock_value, str) and lock_value.strip() and not rules.get("allow_paths_outside_base_dir"):
+        # Checked before the file is opened: a spec must not make the controller read files outside base_dir.
+        lock_path = os.path.abspath(os.path.join(spec["base_dir"], os.path.expanduser(lock_value)))
+        outside = outside_message(SPEC_ROOT + ".requirements_lock", lock_path, spec["base_dir"])
+        if outside:
+            errors.append(outside)
+            lock_value = None
     spec["requirements_lock"], lock_problems = read_lock(
-        pipeline.get("requirements_lock"),
+        lock_value,
         spec["base_dir"],
         SPEC_ROOT + ".requirements_lock",
         spec["requirements"],

@@ -410,6 +410,26 @@ def test_paths_outside_base_dir_are_refused_naming_field_and_paths(base_dir: Pat
     assert spec["stages"][0]["artifact"] == str(outside / "stolen.joblib")
 
 
+def test_a_requirements_lock_outside_base_dir_is_refused_before_it_is_read(
+    base_dir: Path, tmp_path_factory
+) -> None:
+    outside = tmp_path_factory.mktemp("elsewhere")
+    (outside / "requirements.lock").write_text("not a lock: never read\n")
+    pipeline = distributed_spec()
+    pipeline["base_dir"] = str(base_dir)
+    pipeline["requirements_lock"] = str(outside / "requirements.lock")
+    with pytest.raises(SpecError) as caught:
+        validate_pipeline(pipeline, GROUPS, str(base_dir))
+    assert caught.value.errors == [
+        f"mlpacker_pipeline.requirements_lock: {outside / 'requirements.lock'} is outside base_dir"
+        f" {os.path.realpath(base_dir)}; {OUTSIDE_HINT}"
+    ]
+    with pytest.raises(SpecError) as caught:  # allowed outside: read, and refused for what it holds
+        validate_pipeline(pipeline, GROUPS, str(base_dir), rules={"allow_paths_outside_base_dir": True})
+    assert all("outside base_dir" not in error for error in caught.value.errors)
+    assert any("requirements_lock" in error for error in caught.value.errors)
+
+
 @pytest.mark.parametrize(
     ("stage_changes", "rules", "message"),
     [
