@@ -62,9 +62,9 @@ TARBALL_PORT = 8600
 PIP_PORT = 8610
 
 
-def user_inventory(path: Path, bed: Any) -> Path:
+def user_inventory(path: Path, bed: Any, *, pipelining: bool = False) -> Path:
     """The test-bed host in every group, reached over SSH with the test bed's key, as a user would write it
-    (not the test bed's inventory)."""
+    (not the test bed's inventory); with ``pipelining``, SSH pipelining on for it (``ansible_pipelining``)."""
     host = {
         "ansible_host": bed.address(HOST),
         "ansible_user": "root",
@@ -72,6 +72,8 @@ def user_inventory(path: Path, bed: Any) -> Path:
         "ansible_ssh_common_args": SSH_COMMON_ARGS,
         "ansible_python_interpreter": "/usr/bin/python3",
     }
+    if pipelining:
+        host["ansible_pipelining"] = True
     inventory = {
         "all": {
             "hosts": {HOST: host},
@@ -161,7 +163,9 @@ def test_collection_tarball_installed_elsewhere_deploys(testbed: Any, tmp_path: 
         "      ansible.builtin.import_role:\n"
         "        name: mlpacker.core.pipeline\n"
     )
-    inventory = user_inventory(project / "hosts.yml", testbed)
+    # The project has no ansible.cfg: the inventory turns pipelining on, as the repository's ansible.cfg does
+    # (fewer SSH round trips per task; the pip-installed CLI's deploy below goes without it).
+    inventory = user_inventory(project / "hosts.yml", testbed, pipelining=True)
     deploy = ["ansible-playbook", "deploy.yml", "-i", inventory, "-e", f"@{spec}"]
     undeploy = ["ansible-playbook", "mlpacker.core.undeploy", "-i", inventory, "-e", f"@{spec}"]
     try:
