@@ -32,6 +32,7 @@ if str(COLLECTIONS_DIR) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS_DIR))
 
 ANSIBLE = Path(sys.executable).with_name("ansible")
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
 FUNCTION_CODE = '''
 import numpy as np
@@ -83,6 +84,60 @@ def run_ansible_module(
     except ValueError as exc:
         raise AssertionError(f"ansible printed no JSON:\n{completed.stdout}\n{completed.stderr}") from exc
     return document["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+PREFLIGHT_PLAYBOOK = """
+- name: Run the pipeline role's preflight
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Preflight
+      ansible.builtin.import_role:
+        name: mlpacker.core.pipeline
+        tasks_from: preflight.yml
+    - name: Show what the settings resolve to
+      ansible.builtin.debug:
+        msg: "RESOLVED {{ SHOWN }}"
+"""
+
+
+class PreflightRun:
+    """An ``ansible-playbook`` run of the pipeline role's preflight; ``resolved``: the shown expression."""
+
+    def __init__(self, completed: subprocess.CompletedProcess):
+        self.returncode = completed.returncode
+        self.stdout = completed.stdout
+        self.output = completed.stdout + completed.stderr
+
+    @property
+    def resolved(self) -> Any:
+        [line] = [line for line in self.stdout.splitlines() if '"msg": "RESOLVED ' in line]
+        return json.loads(json.loads("{" + line.strip() + "}")["msg"][len("RESOLVED ") :])
+
+
+def run_pipeline_preflight(tmp_path: Path, shown: str, variables: dict[str, Any]) -> PreflightRun:
+    """Run the pipeline role's own preflight.yml through a real ``ansible-playbook`` with ``variables`` as
+    extra vars, then show the Jinja expression ``shown`` (e.g. a filter over the checked settings) as JSON."""
+    playbook = tmp_path / "preflight.yml"
+    playbook.write_text(PREFLIGHT_PLAYBOOK.replace("SHOWN", shown))
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS_DIR),
+        ANSIBLE_LOCALHOST_WARNING="0",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+        ANSIBLE_NOCOLOR="1",
+    )
+    command = [str(ANSIBLE_PLAYBOOK), str(playbook), "-c", "local", "-e", json.dumps(variables)]
+    return PreflightRun(
+        subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+    )
+
+
+@pytest.fixture()
+def pipeline_preflight():
+    """Run the pipeline role's preflight through a real ``ansible-playbook`` (see run_pipeline_preflight)."""
+    return run_pipeline_preflight
 
 
 @pytest.fixture(scope="session")

@@ -6,32 +6,13 @@
 from __future__ import annotations
 
 import datetime
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ansible_collections.mlpacker.core.plugins.module_utils import pki
 
-COLLECTIONS_DIR = Path(__file__).resolve().parents[6]
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-PLAYBOOK = """
-- name: Run the pipeline role's preflight
-  hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: Preflight
-      ansible.builtin.import_role:
-        name: mlpacker.core.pipeline
-        tasks_from: preflight.yml
-    - name: Show the resolved settings
-      ansible.builtin.debug:
-        msg: "RESOLVED {{ mlpacker_security
-                          | mlpacker.core.security_settings(insecure=mlpacker_insecure) | to_json }}"
-"""
+SHOWN_SECURITY = "mlpacker_security | mlpacker.core.security_settings(insecure=mlpacker_insecure) | to_json"
 
 
 @pytest.fixture(scope="module")
@@ -40,28 +21,6 @@ def client_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("ca") / "clients.pem"
     path.write_bytes(pki.certificate_pem(ca))
     return str(path)
-
-
-def preflight(tmp_path: Path, variables: dict[str, Any]) -> subprocess.CompletedProcess:
-    playbook = tmp_path / "preflight.yml"
-    playbook.write_text(PLAYBOOK)
-    env = dict(
-        os.environ,
-        ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS_DIR),
-        ANSIBLE_LOCALHOST_WARNING="0",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        ANSIBLE_NOCOLOR="1",
-    )
-    return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), str(playbook), "-c", "local", "-e", json.dumps(variables)],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
-
-
-def resolved(output: str) -> dict[str, Any]:
-    [line] = [line for line in output.splitlines() if '"msg": "RESOLVED ' in line]
-    return json.loads(json.loads("{" + line.strip() + "}")["msg"][len("RESOLVED ") :])
 
 
 @pytest.mark.parametrize(
@@ -116,23 +75,30 @@ def resolved(output: str) -> dict[str, Any]:
     ],
 )
 def test_preflight_on_mutual_tls(
-    tmp_path: Path, client_ca: str, mode: str, security: dict[str, Any], insecure: bool, failure: str | None
+    tmp_path: Path,
+    pipeline_preflight,
+    client_ca: str,
+    mode: str,
+    security: dict[str, Any],
+    insecure: bool,
+    failure: str | None,
 ) -> None:
     if security.get("client_ca_file") == "CLIENT_CA":
         security = dict(security, client_ca_file=client_ca)
-    run = preflight(
+    run = pipeline_preflight(
         tmp_path,
+        SHOWN_SECURITY,
         {
             "mlpacker_pipeline": {"name": "p", "mode": mode, "layout": "atomic", "stages": []},
             "mlpacker_security": security,
             "mlpacker_insecure": insecure,
         },
     )
-    output = run.stdout + run.stderr
+    output = run.output
     if failure is None:
         assert run.returncode == 0, output
         expected = bool(security.get("mutual_tls") or security.get("client_ca_file")) and not insecure
-        assert resolved(run.stdout)["mutual_tls"] is expected
+        assert run.resolved["mutual_tls"] is expected
     else:
         assert run.returncode != 0, output
         assert failure in " ".join(output.split()), output
