@@ -3,8 +3,11 @@
 """Run a function in a forked child process with a time limit and a memory limit (the controller's artifact
 inspection: unpickling runs the artifact's code, which must not run in the module's own process unbounded).
 
-The child sets ``RLIMIT_AS`` to the memory limit, sends its result back as JSON through a pipe and exits; it
-never writes to the module's stdout (the module's JSON answer). The parent kills it when the time is up.
+The child sets ``RLIMIT_AS`` to what it already maps (inherited from the forking process: a module's Python is
+small, a test runner that imported numerical libraries and started threads maps gigabytes) plus the memory
+limit, so the limit bounds what loading the artifact adds, wherever the fork comes from. It sends its result
+back as JSON through a pipe and exits; it never writes to the module's stdout (the module's JSON answer). The
+parent kills it when the time is up.
 """
 
 from __future__ import annotations
@@ -49,6 +52,15 @@ def _out_of_memory(exc: BaseException | None) -> bool:
     return False
 
 
+def _mapped_bytes() -> int:
+    """The address space this process maps now (Linux /proc; 0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _child(func: Callable[..., Any], args: tuple, memory_mb: int, write_fd: int) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # whatever the artifact prints must not corrupt the module's answer on stdout
@@ -58,7 +70,7 @@ def _child(func: Callable[..., Any], args: tuple, memory_mb: int, write_fd: int)
         os.environ[name] = "1"
     try:
         if memory_mb:
-            limit = memory_mb * MIB
+            limit = _mapped_bytes() + memory_mb * MIB
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         result: dict[str, Any] = {"ok": func(*args)}
     except BaseException as exc:  # pylint: disable=broad-except
@@ -89,7 +101,7 @@ def run_limited(
     func: Callable[..., Any], args: tuple = (), *, timeout_s: float, memory_mb: int, what: str
 ) -> Any:
     """``func(*args)`` in a forked child, its result being JSON-able. LimitExceeded when the child takes
-    longer than ``timeout_s`` seconds, runs out of ``memory_mb`` MiB of address space (0: no memory limit)
+    longer than ``timeout_s`` seconds, maps ``memory_mb`` MiB more than at the fork (0: no memory limit)
     or dies; ChildError when ``func`` raised."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()

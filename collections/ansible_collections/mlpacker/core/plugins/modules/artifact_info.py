@@ -96,8 +96,8 @@ options:
     default: 300
   memory_mb:
     description:
-      - Address space, in MiB, of the child process that loads the stage (C(RLIMIT_AS),
-        C(mlpacker_inspect_memory_mb)); V(0) sets no limit.
+      - Address space, in MiB, that loading the stage may add to the child process (C(RLIMIT_AS) is set to
+        what the child maps at the fork plus this; C(mlpacker_inspect_memory_mb)); V(0) sets no limit.
     type: int
     default: 4096
 notes:

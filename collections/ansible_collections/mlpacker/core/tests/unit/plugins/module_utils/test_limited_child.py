@@ -2,6 +2,7 @@
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 import time
@@ -73,6 +74,18 @@ def test_limits(func, args, limits, message: str) -> None:
 
 def test_memory_within_the_limit_is_fine() -> None:
     assert run_limited(allocate, (64,), timeout_s=30, memory_mb=1024, what="w") == 64 * 1024 * 1024
+
+
+def test_the_memory_limit_bounds_what_the_child_adds_to_what_the_parent_maps() -> None:
+    # A forking process that maps a lot already (numerical libraries, thread arenas: a test runner maps
+    # gigabytes) must not leave the child less than the limit; the limit still stops an allocation past it.
+    mapped = mmap.mmap(-1, 1536 * 1024 * 1024)  # reserved, never touched: no real memory used
+    try:
+        assert run_limited(allocate, (64,), timeout_s=30, memory_mb=1024, what="w") == 64 * 1024 * 1024
+        with pytest.raises(LimitExceeded, match="ran out of the memory limit of 512 MiB"):
+            run_limited(allocate, (1024,), timeout_s=30, memory_mb=512, what="w")
+    finally:
+        mapped.close()
 
 
 def test_errors_come_back_by_name_and_library() -> None:
