@@ -81,8 +81,9 @@ options:
     default: 300
   memory_mb:
     description:
-      - Address space, in MiB, that loading and running the stages may add to the child process (C(RLIMIT_AS)
-        is set to what the child maps at the fork plus this; C(mlpacker_inspect_memory_mb)); V(0) sets no limit.
+      - Address space, in MiB, that loading and running the stages may add to the child process
+        (C(RLIMIT_AS) is set to what the child maps at the fork plus this;
+        C(mlpacker_inspect_memory_mb)); V(0) sets no limit.
     type: int
     default: 4096
 requirements:
