@@ -123,6 +123,19 @@ def _report(what: str, latencies: list[float], failures: list[str], cut_after: l
     )
 
 
+BODY_TIMEOUT_ERROR = b"client silent for more than rest.body_read_timeout_s (%d s)" % READ_TIMEOUT_S
+HEAD_TIMEOUT_ERROR = b"request not received within rest.body_read_timeout_s (%d s)" % READ_TIMEOUT_S
+
+
+def _assert_408s(answers: list[bytes], status_and_headers: bytes, error: bytes) -> None:
+    """Every stalled client got a 408 starting with ``status_and_headers``, its connection closed, and the
+    JSON error ``error`` naming the setting."""
+    for answer in answers:
+        assert answer.startswith(status_and_headers), answer[:300]
+        assert b"Connection: close\r\n" in answer
+        assert answer.endswith(b'{"error":"' + error + b'"}'), answer[-300:]
+
+
 def _service(runtimes: Runtimes, iris_models: IrisModels, **extra: Any) -> RuntimeProcess:
     rest = {"workers": 2, "threads": 4, "body_read_timeout_s": READ_TIMEOUT_S}
     rest.update(extra.pop("rest", {}))
@@ -182,13 +195,8 @@ def test_stalled_bodies_do_not_starve_health_or_predict(
     _report(f"{count} stalled bodies", latencies, failures, cut_after)
     assert failures == []
     assert max(latencies) < PROBE_TIMEOUT_S
-    for answer in answers:
-        # The app's JSON 408, naming the setting, and the connection closed.
-        assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer[:300]
-        assert b"Connection: close\r\n" in answer
-        assert answer.endswith(
-            b'{"error":"client silent for more than rest.body_read_timeout_s (%d s)"}' % READ_TIMEOUT_S
-        )
+    # The app's JSON 408, naming the setting, and the connection closed.
+    _assert_408s(answers, b"HTTP/1.1 408 Request Timeout\r\n", BODY_TIMEOUT_ERROR)
     assert "Traceback" not in service.log()
 
 
@@ -198,10 +206,7 @@ def test_stalled_chunked_bodies_get_408(runtimes: Runtimes, iris_models: IrisMod
     latencies, failures, cut_after, answers = _stall_and_probe(service, 16, _stalled_chunks)
     _report("16 stalled chunked bodies", latencies, failures, cut_after)
     assert failures == []
-    for answer in answers:
-        assert answer.startswith(b"HTTP/1.1 408 REQUEST TIMEOUT\r\n"), answer[:300]
-        assert b"Connection: close\r\n" in answer
-        assert answer.endswith(b'{"error":"client silent for more than rest.body_read_timeout_s (3 s)"}')
+    _assert_408s(answers, b"HTTP/1.1 408 REQUEST TIMEOUT\r\n", BODY_TIMEOUT_ERROR)
     assert "Traceback" not in service.log()
 
 
@@ -211,9 +216,8 @@ def test_slowloris_headers_are_cut_with_408(runtimes: Runtimes, iris_models: Iri
     latencies, failures, cut_after, answers = _stall_and_probe(service, 32, _stalled_headers)
     _report("32 stalled request heads", latencies, failures, cut_after)
     assert failures == []
-    for answer in answers:
-        assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"), answer[:300]
-        assert answer.endswith(b'{"error":"request not received within rest.body_read_timeout_s (3 s)"}')
+    # The worker's 408: nothing of the request reached the app.
+    _assert_408s(answers, b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n", HEAD_TIMEOUT_ERROR)
     assert "Traceback" not in service.log()
 
 
