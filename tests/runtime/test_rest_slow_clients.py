@@ -2,8 +2,9 @@
 
 A stalled client (headers and part of a body, or part of the headers, then silence) used to hold a gthread
 thread for as long as it liked: 8 of them and /health/live stopped answering. The service's worker
-(mlpacker_runtime/rest/worker.py) cuts a client silent for rest.body_read_timeout_s with 408, and gives every
-connection it holds its own thread. The figures (probe latency p50/max, failures, how long until the stalled
+(mlpacker_runtime/rest/worker.py) cuts a client silent for rest.body_read_timeout_s with 408, gives its
+rest.threads predict threads only requests that have fully arrived, and every other connection a thread of its
+own. The figures (probe latency p50/max, failures, how long until the stalled
 connections were cut) are printed: run with ``-s`` to see them. Timings are asserted only as liveness
 bounds (a probe answers within its own 5 s timeout).
 """

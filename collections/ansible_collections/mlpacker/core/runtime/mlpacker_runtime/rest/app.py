@@ -124,8 +124,10 @@ def create_app(
     auth = BearerAuth.from_config(config)
     # An error that recurs on every request logs its traceback once, then counted one-line summaries.
     unexpected_errors = ThrottledLog(log)
-    # rest.threads requests run their stages at once; the worker has a thread for every connection it holds
-    # (rest/worker.py), so reading requests and answering health probes never waits for a predict.
+    # rest.threads requests run their stages at once. The worker gives its rest.threads predict threads only
+    # requests that have fully arrived, and every other connection a thread of its own (rest/worker.py), so
+    # reading requests and answering health probes never waits for a predict; a request that arrived in
+    # pieces runs its stages from its connection's thread, hence the semaphore.
     predict_slots = threading.BoundedSemaphore(rest["threads"])
 
     app = Flask(f"mlpacker_runtime[{config['service']}]")

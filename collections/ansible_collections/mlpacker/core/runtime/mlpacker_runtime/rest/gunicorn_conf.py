@@ -41,9 +41,10 @@ bind = [
 ]
 workers = _rest["workers"]
 # gthread (a thread pool per worker and real HTTP keep-alive; sync workers close after every request), with
-# a read timeout on every client socket and a thread for every connection (rest/worker.py): a slow or stalled
-# client cannot hold the threads health probes and other clients need. rest.threads bounds the requests that
-# run their stages at once (the app's semaphore), rest.max_connections the connections a worker holds.
+# a read timeout on every client socket, rest.threads predict threads for requests that have fully arrived
+# and a thread for every other connection (rest/worker.py): a slow or stalled client cannot hold the threads
+# health probes and other clients need. rest.threads also bounds the requests that run their stages at once
+# (the app's semaphore), rest.max_connections the connections a worker holds.
 worker_class = "mlpacker_runtime.rest.worker.MLPackerThreadWorker"
 _tls_socket_class = configure_worker(_rest["body_read_timeout_s"])
 threads = _rest["threads"]
