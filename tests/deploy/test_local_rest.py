@@ -480,6 +480,13 @@ def test_services_run_as_the_pipelines_user_with_its_limits(distributed: Deploym
         (a.stat().st_uid, a.stat().st_gid, stat.S_IMODE(a.stat().st_mode)) == (0, user.pw_gid, 0o640)
         for a in artifacts
     )
+    # The virtualenv is root's and holds bytecode (the user cannot write it: without it, every process the
+    # user starts compiles numpy, scipy and scikit-learn again); test suites are not compiled.
+    site_packages = next((release / "venv").resolve().glob("lib/python3*/site-packages"))
+    assert owner_and_mode(site_packages)[0] == 0
+    assert list((site_packages / "sklearn" / "__pycache__").glob("__init__.cpython-*.pyc"))
+    assert list((site_packages / "scipy" / "linalg" / "__pycache__").glob("*.pyc"))
+    assert not list((site_packages / "sklearn" / "tests").glob("__pycache__/*.pyc"))
 
 
 def owner_and_mode(path: Path) -> tuple[int, int, int]:
