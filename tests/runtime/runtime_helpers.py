@@ -439,10 +439,13 @@ class Broker:
     proc: subprocess.Popen[bytes] | None = None
     password_file: Path | None = None
     tls: KeyPair | None = None  # a TLS listener with this certificate and key
+    acl_file: Path | None = None  # what each user may read and write (re-read on SIGHUP: reload())
 
     def start(self) -> Broker:
         conf = self.directory / "mosquitto.conf"
         auth = f"allow_anonymous false\npassword_file {self.password_file}\n" if self.password_file else ""
+        if self.acl_file:
+            auth += f"acl_file {self.acl_file}\n"
         tls = f"certfile {self.tls.cert}\nkeyfile {self.tls.key}\n" if self.tls else ""
         # As root, mosquitto drops to the 'mosquitto' user, which cannot read pytest's private tmp dirs
         # (password file, persistence, log): keep root for this test-only broker.
@@ -470,6 +473,11 @@ class Broker:
             except OSError:
                 time.sleep(0.05)
         raise AssertionError("mosquitto did not listen")
+
+    def reload(self) -> None:
+        """Mosquitto re-reads its password and ACL files on SIGHUP."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -406,3 +406,87 @@ def test_oversized_and_bad_messages_reach_the_error_topic_truncated(
     assert (errors[1]["payload_bytes"], errors[1]["payload_truncated"]) == (len(bad), True)
     status, metrics = get(runtimes.started[0].base_url + "/metrics")
     assert 'mlpacker_errors_total{kind="message_too_large"} 1.0' in metrics.decode()
+
+
+def test_a_result_the_broker_refuses_goes_to_the_error_topic_once_and_never_loops(
+    runtimes: Runtimes, iris_models: IrisModels, tmp_path: Path
+) -> None:
+    """The broker's ACL refuses the consumer's output topic (Mosquitto answers PUBACK 'Not authorized'): each
+    refused result reaches the error topic once, with the broker's reason, and its input is acknowledged (no
+    redelivery); after stream.max_consecutive_refusals refusals in a row the consumer is not ready. With the
+    error topic refused too, each message is logged and counted once. Allowed again (ACL reloaded), results
+    flow and the consumer is ready."""
+    import subprocess
+
+    from runtime_helpers import free_port
+
+    prefix = unique_prefix()
+    out, errors, inputs = f"{prefix}/out", f"{prefix}/errors", f"{prefix}/scale/in"
+    users = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(users), "edge", "edge-pw"], check=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(users), "probe", "probe-pw"], check=True)
+    acl = tmp_path / "acl"
+
+    def allow(*writable: str) -> None:
+        acl.write_text(
+            "user probe\ntopic readwrite #\n"
+            f"user edge\ntopic read {inputs}\n" + "".join(f"topic write {topic}\n" for topic in writable)
+        )
+
+    allow(errors)  # the output topic is refused
+    broker = Broker(tmp_path / "acl-broker", free_port(), password_file=users, acl_file=acl)
+    broker.directory.mkdir()
+    broker.start()
+    probe = None
+    try:
+        config = stream_config(
+            [iris_models.stage("scale", "scaler", "transform")],
+            broker.port,
+            prefix,
+            "scale",
+            out,
+            max_consecutive_refusals=3,
+        )
+        config["stream"]["broker"].update(username="edge", password="edge-pw")
+        consumer = runtimes.start(config)
+        probe = MqttProbe(broker.port, [out, errors], username="probe", password="probe-pw")
+        row = [5.1, 3.5, 1.4, 0.2]
+        for number in range(1, 5):
+            probe.publish(inputs, {"id": number, "instances": [row]})
+        reports = probe.wait_for(errors, 4)
+        assert [report["id"] for report in reports] == [1, 2, 3, 4]
+        assert all(
+            report["error"] == f"the broker refused the result on {out}: Not authorized" for report in reports
+        ), reports
+        assert json.loads(reports[0]["payload"]) == {"id": 1, "instances": [row]}
+        status, body = get(consumer.base_url + "/health/ready")
+        assert status == 503, body
+        readiness = json.loads(body)
+        assert readiness["status"] == "refused"
+        expected = f"the broker refused the last 4 publishes (latest: Not authorized on {out})"
+        assert expected in readiness["error"], readiness
+        time.sleep(3)  # acknowledged, not redelivered: nothing more arrives
+        assert len(probe.messages[errors]) == 4 and probe.messages[out] == []
+
+        allow()  # the error topic is refused too: logged and counted, once per message
+        broker.reload()
+        time.sleep(1)
+        probe.publish(inputs, {"id": 5, "instances": [row]})
+        assert consumer.log_shows("the broker refused the error report of message 5")
+        time.sleep(3)
+        assert consumer.log().count("the broker refused the error report of message 5") == 1
+        metrics = get(consumer.base_url + "/metrics")[1].decode()
+        assert 'mlpacker_errors_total{kind="result_refused"} 5.0' in metrics
+        assert 'mlpacker_errors_total{kind="report_refused"} 1.0' in metrics
+
+        allow(out, errors)  # allowed again: results flow, the consumer is ready again
+        broker.reload()
+        time.sleep(1)
+        probe.publish(inputs, {"id": 6, "instances": [row]})
+        assert [message["id"] for message in probe.wait_for(out, 1)] == [6]
+        assert get(consumer.base_url + "/health/ready")[0] == 200
+        assert len(probe.messages[errors]) == 4
+    finally:
+        if probe is not None:
+            probe.close()
+        broker.stop()

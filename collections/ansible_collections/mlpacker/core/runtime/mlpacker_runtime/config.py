@@ -82,6 +82,8 @@ DEFAULTS: dict[str, Any] = {
         "session_expiry_s": 86400,
         "keepalive_s": 30,
         "drain_timeout_s": 10.0,
+        # Publishes the broker refuses in a row (an ACL, a quota) before /health/ready says not ready.
+        "max_consecutive_refusals": 10,
         # Larger messages are not parsed: they go to the error topic truncated, with their size.
         "max_message_bytes": 1024 * 1024,
         "health_bind": "0.0.0.0",
@@ -435,6 +437,7 @@ def _validate_stream(problems: list[str], stream: dict[str, Any], *, required: b
     _check_positive(problems, "stream.keepalive_s", stream["keepalive_s"])
     _check_positive(problems, "stream.drain_timeout_s", stream["drain_timeout_s"], "number")
     _check_positive(problems, "stream.max_message_bytes", stream["max_message_bytes"])
+    _check_positive(problems, "stream.max_consecutive_refusals", stream["max_consecutive_refusals"])
     _check_bind(problems, "stream.health_bind", stream["health_bind"])
     _check_port(problems, "stream.health_port", stream["health_port"])
 

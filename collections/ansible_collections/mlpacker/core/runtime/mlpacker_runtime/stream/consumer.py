@@ -5,6 +5,12 @@ Delivery guarantees:
   while the consumer is down are queued by the broker and delivered when it comes back.
 - manual acks: the PUBACK for an input message is sent only after the broker acknowledged our result
   (or error report) at QoS 1. If the process dies in between, the broker redelivers the input.
+- a result the broker refuses (PUBACK with a failure reason code: an ACL, a quota) is not retried: its error
+  report goes to the error topic with the broker's reason, and the input is acknowledged once that report is
+  accepted. An error report refused too is logged and counted
+  (``mlpacker_errors_total{kind="report_refused"}``) and the input acknowledged: never a redelivery loop.
+  After ``stream.max_consecutive_refusals`` refusals in a row, /health/ready answers 503 naming the topic
+  and the reason, until a result is accepted again.
 - Messages are processed in paho's network thread, in arrival order; that also makes the bookkeeping
   between "result published" and "input acked" single-threaded.
 """
@@ -18,6 +24,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -43,6 +50,20 @@ class MessageTooLarge(InputError):
     """A message over stream.max_message_bytes: reported, never parsed."""
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """A publish the broker has not acknowledged yet, and the input message it answers."""
+
+    input_mid: int
+    input_qos: int
+    received: float
+    topic: str
+    is_report: bool  # an error report (else a result)
+    message_id: Any
+    excerpt: bytes  # the input's first PAYLOAD_EXCERPT_BYTES, for a report if the broker refuses the result
+    size: int
+
+
 def subscription_topic(stream: dict[str, Any]) -> str:
     if stream["share_group"]:
         return f"$share/{stream['share_group']}/{stream['input_topic']}"
@@ -60,10 +81,13 @@ class StreamConsumer:
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.stopping = threading.Event()
-        # publish mid -> (input mid, input qos, time received); touched only from paho's network thread,
-        # but guarded anyway because drain() reads it from the main thread.
-        self._pending: dict[int, tuple[int, int, float]] = {}
+        # publish mid -> what it answers; touched only from paho's network thread, but guarded anyway because
+        # drain() reads it from the main thread.
+        self._pending: dict[int, InFlight] = {}
         self._lock = threading.Lock()
+        # Publishes the broker refused in a row, and the last refusal (topic, reason): readiness reads them.
+        self.refusals = 0
+        self.last_refusal = ""
         self.client = self._make_client()
         self.health: HealthServer | None = None
 
@@ -106,6 +130,14 @@ class StreamConsumer:
             return status, body
         if self.stopping.is_set():
             return 503, {"status": "stopping", "error": "draining in-flight messages"}
+        refusals = self.refusals
+        if refusals >= self.stream["max_consecutive_refusals"]:
+            return 503, {
+                "status": "refused",
+                "error": f"the broker refused the last {refusals} publishes ({self.last_refusal}): check "
+                "what the broker lets this service's user publish (ACL, quotas); results go to the error "
+                "topic meanwhile",
+            }
         if not (self.connected.is_set() and self.subscribed.is_set()):
             broker = self.stream["broker"]
             return 503, {
@@ -196,10 +228,21 @@ class StreamConsumer:
         if self.stopping.is_set():
             return  # left unacked: the broker redelivers it to this session (or a replica) later
         received = time.perf_counter()
-        topic, payload = self._handle(message.payload)
+        raw = message.payload
+        topic, payload, message_id = self._handle(raw)
         info = client.publish(topic, payload, qos=self.qos)
+        entry = InFlight(
+            input_mid=message.mid,
+            input_qos=message.qos,
+            received=received,
+            topic=topic,
+            is_report=topic == self.stream["error_topic"],
+            message_id=message_id,
+            excerpt=raw[:PAYLOAD_EXCERPT_BYTES],
+            size=len(raw),
+        )
         with self._lock:
-            self._pending[info.mid] = (message.mid, message.qos, received)
+            self._pending[info.mid] = entry
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
@@ -208,17 +251,62 @@ class StreamConsumer:
             entry = self._pending.pop(mid, None)
         if entry is None:
             return
-        input_mid, input_qos, received = entry
         if reason_code.is_failure:
-            log.error("broker rejected a result publish (mid %s): %s", mid, reason_code)
-        if input_qos > 0:
-            client.ack(input_mid, input_qos)
-        self.metrics.message_seconds.observe(time.perf_counter() - received)
+            self._refused(client, entry, str(reason_code))
+            return
+        if not entry.is_report:
+            self.refusals = 0
+        if entry.input_qos > 0:
+            client.ack(entry.input_mid, entry.input_qos)
+        self.metrics.message_seconds.observe(time.perf_counter() - entry.received)
+
+    def _refused(self, client: mqtt.Client, entry: InFlight, reason: str) -> None:
+        """The broker refused a publish: report a refused result, drop (logged, counted) a refused report."""
+        self.refusals += 1
+        self.last_refusal = f"latest: {reason} on {entry.topic}"
+        if not entry.is_report:
+            self.metrics.errors.labels("result_refused").inc()
+            error = f"the broker refused the result on {entry.topic}: {reason}"
+            log.warning("message %r sent to %s: %s", entry.message_id, self.stream["error_topic"], error)
+            report = self._report(entry.message_id, None, error, entry.excerpt, entry.size)
+            info = client.publish(self.stream["error_topic"], report, qos=self.qos)
+            with self._lock:
+                self._pending[info.mid] = replace(entry, topic=self.stream["error_topic"], is_report=True)
+            return
+        # Nowhere left to put it: the log and the counter are its trace; acknowledged, so it is not
+        # redelivered to be refused again, forever.
+        self.metrics.errors.labels("report_refused").inc()
+        log.error(
+            "the broker refused the error report of message %r (%s bytes) on %s: %s; the message is dropped, "
+            "its first bytes: %r",
+            entry.message_id,
+            entry.size,
+            entry.topic,
+            reason,
+            entry.excerpt[:200],
+        )
+        if entry.input_qos > 0:
+            client.ack(entry.input_mid, entry.input_qos)
 
     # ------------------------------------------------------------ processing
 
-    def _handle(self, raw: bytes) -> tuple[str, bytes]:
-        """Run the chain on one message; return (topic, payload) of the result or of the error report."""
+    def _report(self, message_id: Any, stage: str | None, error: str, excerpt: bytes, size: int) -> bytes:
+        """An error report: the message's id, where it failed and why, and its first bytes (never all)."""
+        report = {
+            "id": message_id,
+            "service": self.config["service"],
+            "stage": stage,
+            "error": error,
+            # The first PAYLOAD_EXCERPT_BYTES of the message, its size, and whether that is all of it.
+            "payload": excerpt[:PAYLOAD_EXCERPT_BYTES].decode("utf-8", errors="replace"),
+            "payload_bytes": size,
+            "payload_truncated": size > PAYLOAD_EXCERPT_BYTES,
+        }
+        return json.dumps(report).encode()
+
+    def _handle(self, raw: bytes) -> tuple[str, bytes, Any]:
+        """Run the chain on one message; return (topic, payload) of the result or of the error report, and the
+        message's id."""
         stream = self.stream
         message_id: Any = None
         stage = self.config["stages"][0]["name"]  # input problems are reported against the first stage
@@ -258,20 +346,11 @@ class StreamConsumer:
             self.metrics.messages.labels("error").inc()
             self.metrics.errors.labels(kind).inc()
             log.warning("message %r sent to %s: %s", message_id, stream["error_topic"], exc)
-            report = {
-                "id": message_id,
-                "service": self.config["service"],
-                "stage": stage,
-                "error": str(exc),
-                # The first PAYLOAD_EXCERPT_BYTES of the message, its size, and whether that is all of it.
-                "payload": raw[:PAYLOAD_EXCERPT_BYTES].decode("utf-8", errors="replace"),
-                "payload_bytes": len(raw),
-                "payload_truncated": len(raw) > PAYLOAD_EXCERPT_BYTES,
-            }
-            return stream["error_topic"], json.dumps(report).encode()
+            report = self._report(message_id, stage, str(exc), raw[:PAYLOAD_EXCERPT_BYTES], len(raw))
+            return stream["error_topic"], report, message_id
         self.metrics.messages.labels("ok").inc()
         body = {"id": message_id, stream["output_kind"]: result}
-        return stream["output_topic"], json.dumps(body, separators=(",", ":")).encode()
+        return stream["output_topic"], json.dumps(body, separators=(",", ":")).encode(), message_id
 
     # ------------------------------------------------------------ lifecycle
 
