@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import signal
 import threading
@@ -145,9 +146,69 @@ def test_round_robin_fails_over_dead_replica(runtimes: Runtimes, iris_models: Ir
         assert body["predictions"] == iris_models.expected(row[None, :])
     metrics = get(entry.base_url + "/metrics")[1].decode()
     failures = metric_value(metrics, "mlpacker_hop_errors_total", f'hop="{dead}",kind="unreachable"')
-    # Round robin starts on the dead replica about every other call, then fails over to the live one.
-    assert len(rows) // 2 - 1 <= failures <= len(rows) // 2 + 1
+    # Round robin starts on the dead replica every other call and fails over to the live one, until the
+    # dead one has failed rest.hop_ejection.consecutive_failures (3) calls in a row: then it is ejected.
+    assert failures == 3.0
+    assert metric_value(metrics, "mlpacker_hop_replica_ejected", f'hop="{dead}"') == 1.0
+    assert metric_value(metrics, "mlpacker_hop_ejections_total", f'hop="{dead}"') == 1.0
     assert metric_value(metrics, "mlpacker_hop_duration_seconds_count", f'hop="{live}"') == float(len(rows))
+
+
+@pytest.mark.slow
+def test_a_hung_replica_is_ejected_probed_and_put_back(runtimes: Runtimes, iris_models: IrisModels) -> None:
+    """One of two next-hop replicas stops answering (SIGSTOP: it still accepts connections). It costs
+    rest.hop_ejection.consecutive_failures timed-out requests, then none: every later request goes to the
+    other replica. Resumed (SIGCONT), it answers its readiness probe when its ejection is up and serves
+    again."""
+    ports = [free_port(), free_port()]
+    hops = [f"http://127.0.0.1:{port}/predict" for port in ports]
+    stages = [
+        iris_models.stage("reduce", "pca", "transform"),
+        iris_models.stage("classify", "clf", "predict"),
+    ]
+    replicas = [base_config(stages, rest={"port": port}) for port in ports]
+    ejection = {"consecutive_failures": 3, "base_s": 2, "max_s": 4}
+    entry_config = base_config(
+        [iris_models.stage("scale", "scaler", "transform")],
+        rest={"next_hops": hops, "hop_timeout_s": 1, "hop_ejection": ejection},
+    )
+    entry, _, hung = runtimes.start_many([entry_config, *replicas])
+    assert hung.proc is not None
+    row = iris_models.X[:1]
+    expected = {"predictions": iris_models.expected(row)}
+
+    def statuses(count: int) -> list[int]:
+        answers = [post_json(entry.base_url + "/predict", {"instances": row.tolist()}) for _ in range(count)]
+        assert all(body == expected for status, body in answers if status == 200), answers
+        return [status for status, _ in answers]
+
+    def entry_metric(name: str) -> float:
+        return metric_value(get(entry.base_url + "/metrics")[1].decode(), name, f'hop="{hops[1]}"')
+
+    def wait_until(condition: Any, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, what
+            statuses(1)  # a request lets the entry see that an ejection is up, and start its probe
+            time.sleep(0.2)
+
+    # The gunicorn master and its workers; the kernel still accepts connections for them.
+    os.killpg(hung.proc.pid, signal.SIGSTOP)
+    try:
+        answered = statuses(20)
+        # Before: every other request waited the full timeout and got 504, for as long as the replica hung.
+        assert answered.count(504) == 3 and answered.count(200) == 17, answered
+        assert answered[-10:] == [200] * 10, answered
+        # Its ejection is up after 2 s: the probe finds it still hung, and it is ejected again, for 4 s.
+        wait_until(lambda: entry_metric("mlpacker_hop_ejections_total") >= 2, "no second ejection")
+        assert entry_metric("mlpacker_hop_replica_ejected") == 1.0
+        assert statuses(10) == [200] * 10
+    finally:
+        os.killpg(hung.proc.pid, signal.SIGCONT)
+    wait_until(lambda: entry_metric("mlpacker_hop_replica_ejected") == 0, "the replica never came back")
+    served_before = served(hung)
+    assert statuses(10) == [200] * 10
+    assert served(hung) >= served_before + 4  # back in the round robin: about every other request
 
 
 def test_next_hop_unreachable_is_502(runtimes: Runtimes, iris_models: IrisModels) -> None:
@@ -284,6 +345,45 @@ def test_hop_connections_are_pooled_and_survive_idle_past_read_timeout(
     assert hop_connections() == opened  # reused: not cut by the downstream, not reopened
     metrics = get(entry.base_url + "/metrics")[1].decode()
     assert "mlpacker_hop_errors_total{" not in metrics
+
+
+@pytest.mark.slow
+def test_with_hop_retry_timeouts_a_timed_out_request_goes_to_the_next_replica(
+    runtimes: Runtimes, iris_models: IrisModels
+) -> None:
+    """rest.hop_retry_timeouts (off by default: a replica may still be working on it): a request the hung
+    replica did not answer in time is sent to the other one. Ejection off, so every other request retries."""
+    ports = [free_port(), free_port()]
+    hops = [f"http://127.0.0.1:{port}/predict" for port in ports]
+    stages = [iris_models.stage("classify", "clf", "predict")]
+    replicas = [base_config(stages, rest={"port": port}) for port in ports]
+    entry_config = base_config(
+        [iris_models.stage("scale", "scaler", "transform"), iris_models.stage("reduce", "pca", "transform")],
+        rest={
+            "next_hops": hops,
+            "hop_timeout_s": 1,
+            "hop_retry_timeouts": True,
+            "hop_ejection": {"consecutive_failures": 0, "base_s": 5, "max_s": 300},
+        },
+    )
+    entry, _, hung = runtimes.start_many([entry_config, *replicas])
+    assert hung.proc is not None
+    row = iris_models.X[:1]
+    os.killpg(hung.proc.pid, signal.SIGSTOP)
+    try:
+        answers = [post_json(entry.base_url + "/predict", {"instances": row.tolist()}) for _ in range(6)]
+    finally:
+        os.killpg(hung.proc.pid, signal.SIGCONT)
+    assert answers == [(200, {"predictions": iris_models.expected(row)})] * 6
+    metrics = get(entry.base_url + "/metrics")[1].decode()
+    assert metric_value(metrics, "mlpacker_hop_errors_total", f'hop="{hops[1]}",kind="timeout"') == 3.0
+
+
+def served(service: Any) -> float:
+    """The /predict requests a service has answered with 200 (0 before the first)."""
+    text = get(service.base_url + "/metrics")[1].decode()
+    match = re.search(r'mlpacker_requests_total\{code="200",endpoint="/predict"\} ([0-9.e+-]+)', text)
+    return float(match.group(1)) if match else 0.0
 
 
 def test_listens_on_each_bind_address(runtimes: Runtimes, iris_models: IrisModels) -> None:

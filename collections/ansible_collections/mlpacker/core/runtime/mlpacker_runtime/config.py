@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlpacker_runtime import input_signature
+from mlpacker_runtime import input_signature, outliers
 
 FORMATS = ("joblib", "pickle", "skops", "onnx", "function")
 METHODS = ("predict", "predict_proba", "transform", "decision_function", "call")
@@ -55,6 +55,12 @@ DEFAULTS: dict[str, Any] = {
         "max_connections": 100,
         "next_hops": [],
         "hop_timeout_s": 10.0,
+        # A next-hop replica failing this many requests in a row leaves the rotation for base_s, doubled on
+        # each ejection in a row up to max_s, and is probed before it comes back (outliers.py). 0: never.
+        "hop_ejection": {"consecutive_failures": 3, "base_s": 5.0, "max_s": 300.0},
+        # Whether a hop request that timed out is tried on the next replica (doubles the wait; predictions
+        # are idempotent). Connection failures and 503s always are.
+        "hop_retry_timeouts": False,
     },
     "stream": {
         "broker": {
@@ -390,6 +396,8 @@ def _validate_rest(problems: list[str], rest: dict[str, Any]) -> None:
                 f"kept-alive connections and health probes fit, got {rest['max_connections']!r}"
             )
     _check_positive(problems, "rest.hop_timeout_s", rest["hop_timeout_s"], "number")
+    outliers.validate(problems, "rest.hop_ejection", rest["hop_ejection"])
+    _check(problems, "rest.hop_retry_timeouts", rest["hop_retry_timeouts"], "bool")
     if _check(problems, "rest.next_hops", rest["next_hops"], "list"):
         for index, url in enumerate(rest["next_hops"]):
             if not (isinstance(url, str) and url.startswith(("http://", "https://"))):

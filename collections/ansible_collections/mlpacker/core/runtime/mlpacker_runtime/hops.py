@@ -12,8 +12,11 @@ socket: one ``sendall`` of headers and body, one ``recv`` for a small answer. ht
 more per call (a file object per response and the email package's header parser), measured on the
 benchmark's 2-core machine.
 Responses with Content-Length, chunked or read-until-close bodies are understood.
-A read timeout is not retried: the replica may still be working on it, and retrying would double the
-wait; it surfaces as HopTimeout (HTTP 504).
+A read timeout is not retried unless ``rest.hop_retry_timeouts`` says so: the replica may still be working on
+it, and retrying doubles the wait; it surfaces as HopTimeout (HTTP 504). A replica that answers 503 (not
+ready) is failed over like one that cannot be connected to. A replica that fails requests in a row (no
+connection, no answer in time, 503) is taken out of the rotation for a while and probed before it comes back
+(``rest.hop_ejection``, outliers.py).
 
 https replicas are called with one TLS context (tls.hop_client_context: the replica's certificate is
 verified against the pipeline CA, host name or IP included); a replica whose certificate fails is
@@ -25,6 +28,7 @@ yet restarted with a rotated token file still accepts the call.
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import logging
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from mlpacker_runtime.outliers import EjectionPolicy, Outliers
 from mlpacker_runtime.redaction import public_url
 
 log = logging.getLogger("mlpacker_runtime.hops")
@@ -80,6 +85,12 @@ class _Target:
     port: int
     path: str
     host_header: str
+
+    @property
+    def ready_path(self) -> str:
+        """The replica's readiness endpoint, beside its /predict (a service may sit under a path prefix)."""
+        prefix = self.path.split("?", 1)[0].rsplit("/", 1)[0]
+        return f"{prefix}/health/ready"
 
 
 def _parse(url: str) -> _Target:
@@ -247,12 +258,18 @@ class NextHops:
         pool_size: int = 8,
         tls_context: ssl.SSLContext | None = None,
         tokens: list[str] | None = None,
+        ejection: EjectionPolicy | None = None,
+        retry_timeouts: bool = False,
     ):
         self.urls = list(urls)
         self.targets = [_parse(url) for url in self.urls]
         self.read_timeout = timeout_s
         self.connect_timeout = min(timeout_s, 3.0)
         self.metrics = metrics
+        self.retry_timeouts = retry_timeouts
+        self.outliers = Outliers(
+            len(self.targets), ejection or EjectionPolicy(), self._ready, changed=self._ejection_changed
+        )
         if tls_context is None and any(target.https for target in self.targets):
             tls_context = ssl.create_default_context()  # the system's CAs: still verified
         self.tls_context = tls_context
@@ -279,29 +296,85 @@ class NextHops:
 
     def post(self, payload: dict[str, Any]) -> HopResponse:
         body = json.dumps(payload, separators=(",", ":")).encode()
-        start = self._start_index()
+        order = self.outliers.order(self._start_index())
         failures = []
-        for offset in range(len(self.targets)):
-            target = self.targets[(start + offset) % len(self.targets)]
+        for position, index in enumerate(order):
+            target = self.targets[index]
+            last = position == len(order) - 1
             began = time.perf_counter()
             try:
                 status, raw = self._request_authorized(target, body)
-            except HopTimeout:
+            except HopTimeout as exc:
                 self._count_error(target.url, "timeout")
-                raise
+                self.outliers.failed(index)
+                if last or not self.retry_timeouts:
+                    raise
+                log.warning("%s; trying the next replica (rest.hop_retry_timeouts)", exc)
+                failures.append(f"{target.url} (no answer within {self.read_timeout}s)")
+                continue
             except _Unreachable as exc:
                 self._count_error(target.url, "tls" if isinstance(exc, _TLSFailed) else "unreachable")
+                self.outliers.failed(index)
                 log.warning("next hop %s unreachable: %s", target.url, exc)
                 failures.append(f"{target.url} ({exc})")
                 continue
             if self.metrics is not None:
                 self.metrics.hop_seconds.labels(target.url).observe(time.perf_counter() - began)
+            if status == 503:
+                # Not ready (loading, draining): the request did not run there; another replica may take it.
+                self.outliers.failed(index)
+                self._count_error(target.url, "not_ready")
+                if not last:
+                    failures.append(f"{target.url} (503 not ready)")
+                    continue
+            else:
+                self.outliers.succeeded(index)
             try:
                 parsed = json.loads(raw)
             except ValueError:
                 parsed = None
             return HopResponse(url=target.url, status=status, body=parsed, raw=raw)
         raise HopError("next hop unreachable: " + "; ".join(failures))
+
+    def _ready(self, index: int) -> bool:
+        """Whether replica ``index`` answers 200 on its readiness endpoint (ejection probe; never raises)."""
+        target = self.targets[index]
+        connection: http.client.HTTPConnection
+        if target.https:
+            connection = http.client.HTTPSConnection(
+                target.host, target.port, timeout=self.connect_timeout, context=self.tls_context
+            )
+        else:
+            connection = http.client.HTTPConnection(target.host, target.port, timeout=self.connect_timeout)
+        try:
+            connection.request("GET", target.ready_path, headers={"Host": target.host_header})
+            return connection.getresponse().status == 200
+        except Exception:  # noqa: BLE001 - any failure means not ready; the probe thread must not die
+            return False
+        finally:
+            connection.close()
+
+    def _ejection_changed(self, index: int, ejected: bool) -> None:
+        url = self.targets[index].url
+        if ejected:
+            log.warning(
+                "next hop %s out of the rotation after failed requests in a row; probed when its time is up",
+                url,
+            )
+            self._drop_idle(url)
+        else:
+            log.info("next hop %s answered its probe: back in the rotation", url)
+        if self.metrics is not None:
+            self.metrics.hop_ejected.labels(url).set(1 if ejected else 0)
+            if ejected:
+                self.metrics.hop_ejections.labels(url).inc()
+
+    def _drop_idle(self, url: str) -> None:
+        """Close the kept-alive connections to an ejected replica (it may have hung with them)."""
+        with self._lock:
+            idle, self._idle[url] = self._idle[url], []
+        for conn in idle:
+            conn.close()
 
     def _take(self, url: str) -> _Connection | None:
         """The most recently returned idle connection to ``url`` (the least likely to be closed), or None."""

@@ -17,6 +17,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -77,6 +78,21 @@ class Metrics:
             "mlpacker_hop_connections",
             "Connections opened to a next hop, by hop URL and handshake (plain, tls_full, tls_resumed)",
             ["hop", "handshake"],
+            **reg,
+        )
+        # Per worker process, each with its own view of the replicas: 1 when any live worker has it ejected.
+        self.hop_ejected = Gauge(
+            "mlpacker_hop_replica_ejected",
+            "1 while a next-hop replica is out of the rotation (rest.hop_ejection), by hop URL",
+            ["hop"],
+            multiprocess_mode="livemax",
+            **reg,
+        )
+        self.hop_ejections = Counter(
+            "mlpacker_hop_ejections",
+            "Times a next-hop replica was taken out of the rotation (failed requests in a row or a failed "
+            "probe), by hop URL",
+            ["hop"],
             **reg,
         )
         self.batch_size = Histogram(

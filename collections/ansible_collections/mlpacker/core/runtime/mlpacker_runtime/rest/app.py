@@ -18,6 +18,7 @@ from mlpacker_runtime.chain import InputError, StageError
 from mlpacker_runtime.hops import HopError, HopTimeout, NextHops
 from mlpacker_runtime.log_limit import ThrottledLog
 from mlpacker_runtime.metrics import CONTENT_TYPE, Metrics
+from mlpacker_runtime.outliers import EjectionPolicy
 from mlpacker_runtime.redaction import public_url
 from mlpacker_runtime.request_body import BodyError, instances_of, parse_json
 from mlpacker_runtime.rest.bearer_auth import BearerTokenRequired
@@ -120,6 +121,8 @@ def create_app(
             else None
         ),
         tokens=read_tokens(token_file) if token_file else None,
+        ejection=EjectionPolicy.from_config(rest["hop_ejection"]),
+        retry_timeouts=rest["hop_retry_timeouts"],
     )
     auth = BearerAuth.from_config(config)
     # An error that recurs on every request logs its traceback once, then counted one-line summaries.
