@@ -104,10 +104,13 @@ class _Timed:
         False when the connection is closed or failed (recv then tells its reader how). The socket is left
         non-blocking: whoever reads next sets it blocking (with the read timeout) first, as gunicorn does.
         """
-        socket.socket.setblocking(self, False)  # type: ignore[arg-type]
+        if self.gettimeout() != 0.0:  # type: ignore[attr-defined]  # (from the poller it is non-blocking)
+            socket.socket.setblocking(self, False)  # type: ignore[arg-type]
+        plain = not isinstance(self, ssl.SSLSocket)
         while len(self.read_ahead_bytes) < limit:
+            wanted = limit - len(self.read_ahead_bytes)
             try:
-                data = super().recv(limit - len(self.read_ahead_bytes))  # type: ignore[misc]
+                data = super().recv(wanted)  # type: ignore[misc]
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return True  # all there is, for now
             except OSError:
@@ -115,6 +118,10 @@ class _Timed:
             if not data:
                 return False
             self.read_ahead_bytes += data
+            if plain and len(data) < wanted:
+                # A plain socket's short read took all the kernel held: asking again would only fail
+                # (a syscall and an exception per request). A TLS read stops at a record's end instead.
+                return True
         return True
 
     def recv(self, bufsize: int, *args: Any) -> bytes:
