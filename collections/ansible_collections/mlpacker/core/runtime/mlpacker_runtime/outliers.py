@@ -83,7 +83,7 @@ class Outliers:
         start_probe: Callable[[Callable[[], None]], None] | None = None,
     ):
         self.policy = policy
-        self._replicas = [_Replica() for _ in range(count)]
+        self._replicas = [_Replica() for index in range(count)]
         self._probe = probe
         self._changed = changed or (lambda index, ejected: None)
         self._clock = clock
