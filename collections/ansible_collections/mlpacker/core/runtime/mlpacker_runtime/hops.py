@@ -363,7 +363,8 @@ class NextHops:
             )
             self._drop_idle(url)
         else:
-            log.info("next hop %s answered its probe: back in the rotation", url)
+            # Its probe answered, or a request did while every replica was out.
+            log.info("next hop %s answers again: back in the rotation", url)
         if self.metrics is not None:
             self.metrics.hop_ejected.labels(url).set(1 if ejected else 0)
             if ejected:
