@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from mlpacker_runtime.outliers import EjectionPolicy, Outliers, validate
+from mlpacker_runtime.config import DEFAULTS, ConfigError, build_config
+from mlpacker_runtime.outliers import EjectionPolicy, Outliers
+from runtime_helpers import IrisModels, base_config
 
 
 class Clock:
@@ -134,26 +136,29 @@ def test_zero_consecutive_failures_never_ejects() -> None:
     [
         ({"consecutive_failures": 3, "base_s": 5, "max_s": 300}, None),
         ({"consecutive_failures": 0, "base_s": 0.5, "max_s": 0.5}, None),
-        (
-            {"consecutive_failures": -1, "base_s": 5, "max_s": 300},
-            "consecutive_failures: expected an integer",
-        ),
-        (
-            {"consecutive_failures": True, "base_s": 5, "max_s": 300},
-            "consecutive_failures: expected an integer",
-        ),
-        ({"consecutive_failures": 3, "base_s": 0, "max_s": 300}, "base_s: expected a number of seconds > 0"),
-        ({"consecutive_failures": 3, "base_s": 5, "max_s": "1m"}, "max_s: expected a number of seconds > 0"),
-        ({"consecutive_failures": 3, "base_s": 10, "max_s": 5}, "max_s: 5 is shorter than base_s (10)"),
-        ({"consecutive_failures": 3, "base_s": 5, "max_s": 300, "jitter": 1}, "jitter: unknown field"),
-        ([3, 5, 300], "expected an object"),
+        ({"base_s": 1}, None),  # the other fields keep their defaults
+        ({"consecutive_failures": -1}, "consecutive_failures: must be >= 0 (0: never eject), got -1"),
+        ({"consecutive_failures": True}, "consecutive_failures: expected a int, got True"),
+        ({"base_s": 0}, "base_s: must be > 0, got 0"),
+        ({"max_s": "1m"}, "max_s: expected a number, got '1m'"),
+        ({"base_s": 10, "max_s": 5}, "max_s: 5 is shorter than base_s (10)"),
+        ({"jitter": 1}, "jitter: unknown field (known: base_s, consecutive_failures, max_s)"),
+        ([3, 5, 300], "expected a dict, got [3, 5, 300]"),
     ],
 )
-def test_validation_names_the_field(value: object, problem: str | None) -> None:
-    problems: list[str] = []
-    validate(problems, "rest.hop_ejection", value)
+def test_validation_names_the_field(value: object, problem: str | None, iris_models: IrisModels) -> None:
+    raw = base_config(iris_models.three_stages(), rest={"hop_ejection": value})
     if problem is None:
-        assert problems == []
-    else:
-        assert any(problem in text for text in problems), problems
-        assert all(text.startswith("rest.hop_ejection") for text in problems)
+        config = build_config(raw, environ={})
+        assert EjectionPolicy.from_config(config["rest"]["hop_ejection"]).base_s > 0
+        return
+    with pytest.raises(ConfigError) as caught:
+        build_config(raw, environ={})
+    assert any(text.startswith("rest.hop_ejection") and problem in text for text in caught.value.problems), (
+        caught.value.problems
+    )
+
+
+def test_the_policys_defaults_are_the_runtimes() -> None:
+    assert EjectionPolicy() == EjectionPolicy(consecutive_failures=3, base_s=5.0, max_s=300.0)
+    assert DEFAULTS["rest"]["hop_ejection"] == {"consecutive_failures": 3, "base_s": 5.0, "max_s": 300.0}

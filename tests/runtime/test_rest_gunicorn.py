@@ -23,9 +23,12 @@ def worker_pids(master_pid: int) -> set[int]:
     return {int(pid) for pid in children}
 
 
-def metric_value(text: str, name: str, labels: str = "") -> float:
+def metric_value(text: str, name: str, labels: str = "", default: float | None = None) -> float:
+    """A sample's value; ``default`` when it is absent (else absence fails the test)."""
     pattern = re.escape(name + (f"{{{labels}}}" if labels else "")) + r" ([0-9.e+-]+)"
     match = re.search(pattern, text)
+    if match is None and default is not None:
+        return default
     assert match, f"{name}{{{labels}}} not in metrics:\n{text[:2000]}"
     return float(match.group(1))
 
@@ -382,8 +385,7 @@ def test_with_hop_retry_timeouts_a_timed_out_request_goes_to_the_next_replica(
 def served(service: Any) -> float:
     """The /predict requests a service has answered with 200 (0 before the first)."""
     text = get(service.base_url + "/metrics")[1].decode()
-    match = re.search(r'mlpacker_requests_total\{code="200",endpoint="/predict"\} ([0-9.e+-]+)', text)
-    return float(match.group(1)) if match else 0.0
+    return metric_value(text, "mlpacker_requests_total", 'code="200",endpoint="/predict"', default=0.0)
 
 
 def test_listens_on_each_bind_address(runtimes: Runtimes, iris_models: IrisModels) -> None:

@@ -7,6 +7,7 @@ plain dict with every default filled in, so the rest of the runtime never has to
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -14,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlpacker_runtime import input_signature, outliers
+from mlpacker_runtime import input_signature
+from mlpacker_runtime.outliers import EjectionPolicy
 
 FORMATS = ("joblib", "pickle", "skops", "onnx", "function")
 METHODS = ("predict", "predict_proba", "transform", "decision_function", "call")
@@ -57,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
         "hop_timeout_s": 10.0,
         # A next-hop replica failing this many requests in a row leaves the rotation for base_s, doubled on
         # each ejection in a row up to max_s, and is probed before it comes back (outliers.py). 0: never.
-        "hop_ejection": {"consecutive_failures": 3, "base_s": 5.0, "max_s": 300.0},
+        "hop_ejection": dataclasses.asdict(EjectionPolicy()),
         # Whether a hop request that timed out is tried on the next replica (doubles the wait; predictions
         # are idempotent). Connection failures and 503s always are.
         "hop_retry_timeouts": False,
@@ -396,12 +398,27 @@ def _validate_rest(problems: list[str], rest: dict[str, Any]) -> None:
                 f"kept-alive connections and health probes fit, got {rest['max_connections']!r}"
             )
     _check_positive(problems, "rest.hop_timeout_s", rest["hop_timeout_s"], "number")
-    outliers.validate(problems, "rest.hop_ejection", rest["hop_ejection"])
+    _validate_hop_ejection(problems, rest["hop_ejection"])
     _check(problems, "rest.hop_retry_timeouts", rest["hop_retry_timeouts"], "bool")
     if _check(problems, "rest.next_hops", rest["next_hops"], "list"):
         for index, url in enumerate(rest["next_hops"]):
             if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
                 problems.append(f"rest.next_hops[{index}]: expected an http(s) URL, got {url!r}")
+
+
+def _validate_hop_ejection(problems: list[str], ejection: Any) -> None:
+    if not _check(problems, "rest.hop_ejection", ejection, "dict"):
+        return
+    _check_unknown_keys(problems, "rest.hop_ejection.", ejection, DEFAULTS["rest"]["hop_ejection"])
+    field, failures = "rest.hop_ejection.consecutive_failures", ejection["consecutive_failures"]
+    if _check(problems, field, failures, "int") and failures < 0:
+        problems.append(f"{field}: must be >= 0 (0: never eject), got {failures}")
+    _check_positive(problems, "rest.hop_ejection.base_s", ejection["base_s"], "number")
+    _check_positive(problems, "rest.hop_ejection.max_s", ejection["max_s"], "number")
+    base, longest = ejection["base_s"], ejection["max_s"]
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (base, longest))
+    if numbers and 0 < longest < base:
+        problems.append(f"rest.hop_ejection.max_s: {longest!r} is shorter than base_s ({base!r})")
 
 
 def _validate_stream(problems: list[str], stream: dict[str, Any], *, required: bool) -> None:

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_POLICY = {"consecutive_failures": 3, "base_s": 5.0, "max_s": 300.0}
-
 
 @dataclass(frozen=True)
 class EjectionPolicy:
+    """``rest.hop_ejection``; its defaults are the runtime's (config.DEFAULTS is made from them)."""
+
     consecutive_failures: int = 3  # 0: never eject
     base_s: float = 5.0
     max_s: float = 300.0
@@ -33,28 +33,6 @@ class EjectionPolicy:
     @classmethod
     def from_config(cls, value: dict[str, Any]) -> EjectionPolicy:
         return cls(int(value["consecutive_failures"]), float(value["base_s"]), float(value["max_s"]))
-
-
-def validate(problems: list[str], field: str, value: Any) -> None:
-    """Append one problem per bad field of a configured ``rest.hop_ejection``."""
-    if not isinstance(value, dict):
-        problems.append(f"{field}: expected an object {{consecutive_failures, base_s, max_s}}, got {value!r}")
-        return
-    for key in value:
-        if key not in DEFAULT_POLICY:
-            problems.append(f"{field}.{key}: unknown field (known: {', '.join(DEFAULT_POLICY)})")
-    failures = value.get("consecutive_failures")
-    if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
-        problems.append(
-            f"{field}.consecutive_failures: expected an integer >= 0 (0: never eject), got {failures!r}"
-        )
-    for key in ("base_s", "max_s"):
-        seconds = value.get(key)
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
-            problems.append(f"{field}.{key}: expected a number of seconds > 0, got {seconds!r}")
-    base, longest = value.get("base_s"), value.get("max_s")
-    if isinstance(base, (int, float)) and isinstance(longest, (int, float)) and longest < base:
-        problems.append(f"{field}.max_s: {longest!r} is shorter than base_s ({base!r})")
 
 
 @dataclass
