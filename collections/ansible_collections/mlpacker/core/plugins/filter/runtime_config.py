@@ -89,6 +89,13 @@ options:
         section, or C(max_message_bytes) of the C(stream) section.
       - V(null) leaves the limits at the runtime's defaults.
     type: dict
+  resilience:
+    description:
+      - What the C(mlpacker.core.resilience_settings) filter returned (the C(mlpacker_rest_hops) and
+        C(mlpacker_stream_max_consecutive_refusals) settings); sets C(hop_timeout_s), C(hop_retry_timeouts)
+        and C(hop_ejection) of the C(rest) section, or C(max_consecutive_refusals) of the C(stream) section.
+      - V(null) leaves them at the runtime's defaults.
+    type: dict
 """
 
 EXAMPLES = r"""
@@ -131,6 +138,7 @@ def runtime_config_filter(
     secrets_dir=None,
     credentials=None,
     request_limits=None,
+    resilience=None,
 ):
     try:
         return runtime_config(
@@ -148,6 +156,7 @@ def runtime_config_filter(
             secrets_dir=secrets_dir,
             credentials=credentials,
             request_limits=request_limits,
+            resilience=resilience,
         )
     except RuntimeConfigError as exc:
         raise AnsibleFilterError(f"mlpacker.core.runtime_config: {exc}") from exc

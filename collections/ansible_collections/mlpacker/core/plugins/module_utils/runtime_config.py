@@ -20,6 +20,11 @@ from ansible_collections.mlpacker.core.plugins.module_utils.request_limits impor
     rest_limits,
     stream_limits,
 )
+from ansible_collections.mlpacker.core.plugins.module_utils.resilience import (
+    ResilienceError,
+    rest_keys,
+    stream_keys,
+)
 from ansible_collections.mlpacker.core.plugins.module_utils.runtime_contract import (
     BIND_ALL,
     DEFAULT_BROKER_PORT,
@@ -200,6 +205,7 @@ def runtime_config(
     secrets_dir: str | None = None,
     credentials: dict[str, Any] | None = None,
     request_limits: dict[str, Any] | None = None,
+    resilience: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The runtime configuration of ``service`` (one entry of the plan's ``services``).
 
@@ -212,7 +218,9 @@ def runtime_config(
     password, CA and client certificate point at them; on the managed broker the service connects as its own
     user of ``credentials`` (what mlpacker.core.pipeline_credentials returned). ``request_limits`` (the
     ``mlpacker_request_limits`` setting) sets the limits of the ``rest`` or ``stream`` section; None leaves
-    them at the runtime's defaults.
+    them at the runtime's defaults. ``resilience`` (what mlpacker.core.resilience_settings returned) sets the
+    next-hop timeout, retry and ejection of the ``rest`` section or the refusals of the ``stream`` section;
+    None leaves them at the runtime's defaults.
     """
     if mode not in MODES:
         raise RuntimeConfigError("mode: {!r} is not one of {}".format(mode, ", ".join(MODES)))
@@ -238,8 +246,15 @@ def runtime_config(
         }
     except RequestLimitsError as exc:
         raise RuntimeConfigError(str(exc)) from None
+    try:
+        fault_keys = {
+            "rest": rest_keys(resilience) if resilience is not None else {},
+            "stream": stream_keys(resilience) if resilience is not None else {},
+        }
+    except ResilienceError as exc:
+        raise RuntimeConfigError(str(exc)) from None
     if mode == "rest":
-        config["rest"] = {**rest_section(service, rest_workers, bind), **limits["rest"]}
+        config["rest"] = {**rest_section(service, rest_workers, bind), **limits["rest"], **fault_keys["rest"]}
     else:
         config["stream"] = stream_section(
             service,
@@ -250,6 +265,7 @@ def runtime_config(
         )
         config["stream"]["share_group"] = mqtt_share_group(service, broker or {}, credentials)
         config["stream"].update(limits["stream"])
+        config["stream"].update(fault_keys["stream"])
     if paths.kinds:
         config["security"] = paths.security_section()
     return config
