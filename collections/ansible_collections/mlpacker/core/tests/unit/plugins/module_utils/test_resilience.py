@@ -15,8 +15,8 @@ from ansible_collections.mlpacker.core.plugins.module_utils.resilience import (
     ResilienceError,
     normalise_max_consecutive_refusals,
     normalise_rest_hops,
-    rest_keys,
     resilience_settings,
+    rest_keys,
     stream_keys,
 )
 
@@ -66,6 +66,9 @@ def test_hops_over_defaults(given: Any, changed: dict[str, Any]) -> None:
     assert normalise_rest_hops(resolved) == resolved  # what the deploy carries checks again unchanged
 
 
+FAILURES = ".ejection.consecutive_failures: expected a whole number"
+
+
 @pytest.mark.parametrize(
     ("given", "message"),
     [
@@ -81,8 +84,8 @@ def test_hops_over_defaults(given: Any, changed: dict[str, Any]) -> None:
         ({"retry_timeouts": 2}, ".retry_timeouts: expected true or false, got 2"),
         ({"ejection": 3}, ".ejection: expected a mapping of consecutive_failures, base_s, max_s, got 3"),
         ({"ejection": {"after": 3}}, ".ejection.after: unknown setting (known: base_s, "),
-        ({"ejection": {"consecutive_failures": -1}}, ".ejection.consecutive_failures: expected a whole number >= 0"),
-        ({"ejection": {"consecutive_failures": 1.5}}, ".ejection.consecutive_failures: expected a whole number >= 0, got 1.5"),
+        ({"ejection": {"consecutive_failures": -1}}, f"{FAILURES} >= 0, got -1"),
+        ({"ejection": {"consecutive_failures": 1.5}}, f"{FAILURES} >= 0, got 1.5"),
         ({"ejection": {"base_s": 0}}, ".ejection.base_s: expected a number > 0, got 0"),
         ({"ejection": {"max_s": "never"}}, ".ejection.max_s: expected a number > 0, got 'never'"),
         (
@@ -96,9 +99,9 @@ def test_hops_over_defaults(given: Any, changed: dict[str, Any]) -> None:
     ],
     ids=[
         "not-a-dict", "unknown", "timeout-zero", "timeout-negative", "timeout-suffix", "timeout-infinite",
-        "timeout-null", "timeout-bool", "retry-text", "retry-number", "ejection-not-a-dict", "ejection-unknown",
-        "failures-negative", "failures-fraction", "base-zero", "max-text", "max-below-base",
-        "base-above-default-max",
+        "timeout-null", "timeout-bool", "retry-text", "retry-number", "ejection-not-a-dict",
+        "ejection-unknown", "failures-negative", "failures-fraction", "base-zero", "max-text",
+        "max-below-base", "base-above-default-max",
     ],
 )  # fmt: skip
 def test_bad_hops_name_the_key(given: Any, message: str) -> None:
