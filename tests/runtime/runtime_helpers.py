@@ -620,6 +620,14 @@ def slow(X):
     return X
 
 
+def announced_slow(X):
+    # Writes the first value of each batch it starts on to STAGE_STARTED_FILE, then works as slow does: a
+    # test knows the message was taken (and not acknowledged yet) when the value shows up there.
+    with open(os.environ["STAGE_STARTED_FILE"], "a") as started:
+        started.write(f"{X[0][0]}\\n")
+    return slow(X)
+
+
 def guard(X):
     X = np.asarray(X, dtype=float)
     if np.abs(X).max() > 100:

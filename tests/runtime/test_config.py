@@ -374,3 +374,25 @@ def test_slow_client_and_message_size_limits_default_and_are_checked(iris_models
         "rest.max_connections: must be more than rest.threads (8) so that kept-alive connections and "
         "health probes fit, got 8"
     ]
+
+
+def test_dedup_window_is_off_by_default_and_a_bounded_count(iris_models: IrisModels) -> None:
+    config = build_config(base_config(iris_models.three_stages()), environ={})
+    assert config["stream"]["dedup_window"] == 0
+    for window in (1, 1000, 1_000_000):
+        config = build_config(base_config(iris_models.three_stages(), stream={"dedup_window": window}), {})
+        assert config["stream"]["dedup_window"] == window
+    config = build_config(
+        base_config(iris_models.three_stages()), environ={"MLPACKER_STREAM_DEDUP_WINDOW": "500"}
+    )
+    assert config["stream"]["dedup_window"] == 500
+    for window, problem in [
+        (-1, "stream.dedup_window: must be 0 (off) to 1000000 ids, got -1"),
+        (1_000_001, "stream.dedup_window: must be 0 (off) to 1000000 ids, got 1000001"),
+        ("10", "stream.dedup_window: expected a int, got '10'"),
+        (True, "stream.dedup_window: expected a int, got True"),
+        (2.5, "stream.dedup_window: expected a int, got 2.5"),
+        (None, "stream.dedup_window: expected a int, got None"),
+    ]:
+        raw = base_config(iris_models.three_stages(), stream={"dedup_window": window})
+        assert problems_of(raw) == [problem]

@@ -17,6 +17,7 @@ from runtime_helpers import (
     IrisModels,
     MqttProbe,
     Pki,
+    RuntimeProcess,
     Runtimes,
     bearer,
     function_stage,
@@ -64,8 +65,12 @@ def test_chain_of_three_consumers_equals_pipeline(
     received = probe.wait_for(f"{prefix}/out", len(batches))
     by_id = {message["id"]: message for message in received}
     assert set(by_id) == set(batches)
+    # Each service the message went through adds itself to "attempts", in chain order: once each here.
+    services = {config["service"]: 1 for config in (consumer.config for consumer in consumers)}
     for message_id, batch in batches.items():
-        assert by_id[message_id] == {"id": message_id, "predictions": iris_models.expected(batch)}
+        expected = {"id": message_id, "predictions": iris_models.expected(batch), "attempts": services}
+        assert by_id[message_id] == expected
+        assert list(by_id[message_id]["attempts"]) == list(services)
     assert probe.messages[f"{prefix}/errors"] == []
     status, metrics = get(consumers[1].base_url + "/metrics")
     assert status == 200
@@ -492,3 +497,160 @@ def test_a_result_the_broker_refuses_goes_to_the_error_topic_once_and_never_loop
         if probe is not None:
             probe.close()
         broker.stop()
+
+
+# ------------------------------------------------------------------ duplicates and order
+
+
+def metrics_of(consumer: RuntimeProcess) -> str:
+    status, body = get(consumer.base_url + "/metrics")
+    assert status == 200
+    return body.decode()
+
+
+@pytest.mark.slow
+def test_a_message_redelivered_after_kill_9_says_so_down_the_chain(
+    runtimes: Runtimes,
+    mosquitto: Broker,
+    mqtt_probe: Callable[[list[str]], MqttProbe],
+    code_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """The first consumer of two is killed (-9) while its stage runs on a message: not acknowledged, so the
+    broker redelivers it (MQTT DUP) to the restarted consumer. Its output, forwarded by the second consumer,
+    says the first service took it twice; the next message, once."""
+    prefix = unique_prefix()
+    first = stream_config(
+        [function_stage("slow", "mlfuncs.ops:announced_slow")], mosquitto.port, prefix, "s", f"{prefix}/d/in"
+    )
+    first["code_dir"] = str(code_dir)
+    first["stream"]["output_kind"] = "instances"
+    second = stream_config(
+        [function_stage("double", "mlfuncs.ops:double")], mosquitto.port, prefix, "d", f"{prefix}/out"
+    )
+    second["code_dir"] = str(code_dir)
+    started = tmp_path / "started"
+    consumer = runtimes.start(first, env={"STAGE_STARTED_FILE": str(started), "SLOW_STAGE_SECONDS": "60"})
+    runtimes.start(second)
+    probe = mqtt_probe([f"{prefix}/out", f"{prefix}/errors"])
+    probe.publish(f"{prefix}/s/in", {"id": "a", "instances": [[1]]})
+    deadline = time.monotonic() + 30
+    while not (started.exists() and started.read_text() == "1\n"):
+        assert time.monotonic() < deadline, "the stage never started on message a"
+        time.sleep(0.02)
+    consumer.send_signal(signal.SIGKILL)  # taken, its stage running, not acknowledged
+    consumer.proc.wait(10)
+    assert probe.messages[f"{prefix}/out"] == []
+    restarted = runtimes.prepare(consumer.config, env={"STAGE_STARTED_FILE": str(started)})
+    restarted.env["SLOW_STAGE_SECONDS"] = "0"
+    restarted.start().wait_ready()
+    probe.publish(f"{prefix}/s/in", {"id": "b", "instances": [[2]]})
+    outputs = probe.wait_for(f"{prefix}/out", 2)
+    services = (first["service"], second["service"])
+    assert outputs == [
+        {"id": "a", "predictions": [[2.0]], "attempts": {services[0]: 2, services[1]: 1}},
+        {"id": "b", "predictions": [[4.0]], "attempts": {services[0]: 1, services[1]: 1}},
+    ]
+    assert started.read_text() == "1\n1\n2\n"  # a's stage ran twice (once killed), b's once
+    assert "mlpacker_repeated_messages_total 1.0" in metrics_of(restarted)
+    assert restarted.log_shows("message 'a' taken again (attempt 2 here)")
+    assert probe.messages[f"{prefix}/errors"] == []
+
+
+def test_dedup_window_drops_a_repeated_id_acknowledged_and_counted(
+    runtimes: Runtimes,
+    mosquitto: Broker,
+    mqtt_probe: Callable[[list[str]], MqttProbe],
+    code_dir: Path,
+) -> None:
+    """stream.dedup_window 2: a repeat of one of the last 2 ids answered is dropped (counted, logged,
+    acknowledged: a restart does not bring it back); an older id, a message without an id and a message
+    that failed are processed again."""
+    prefix = unique_prefix()
+    config = stream_config(
+        [function_stage("double", "mlfuncs.ops:double")],
+        mosquitto.port,
+        prefix,
+        "d",
+        f"{prefix}/out",
+        dedup_window=2,
+    )
+    config["code_dir"] = str(code_dir)
+    consumer = runtimes.start(config)
+    service = config["service"]
+    probe = mqtt_probe([f"{prefix}/out", f"{prefix}/errors"])
+    topic = f"{prefix}/d/in"
+    # The window after each: [1], 1 dropped, [1, 2], [2, 3], 2 dropped, [3, 1] (1 had left it), None and None
+    # processed and not remembered, 3 dropped.
+    sent = [1, 1, 2, 3, 2, 1, None, None, 3]
+    for number in sent:
+        message = (
+            {"instances": [[number or 0]]} if number is None else {"id": number, "instances": [[number]]}
+        )
+        probe.publish(topic, message)
+    probe.publish(topic, {"id": "bad", "instances": "not rows"})
+    probe.publish(topic, {"id": "bad", "instances": "not rows"})
+    probe.publish(topic, {"id": "last", "instances": [[9]]})
+    outputs = probe.wait_for(f"{prefix}/out", 6)
+    assert [(message["id"], message["attempts"][service]) for message in outputs] == [
+        (1, 1),
+        (2, 1),
+        (3, 1),
+        (1, 2),  # out of the window (2 and 3 came after it) so processed, and counted as taken twice
+        (None, 1),
+        (None, 1),
+    ]
+    outputs = probe.wait_for(f"{prefix}/out", 7)  # the last 3 dropped, then "last"
+    assert outputs[6]["id"] == "last" and len(outputs) == 7
+    reports = probe.wait_for(f"{prefix}/errors", 2)
+    assert [(report["id"], report["attempts"]) for report in reports] == [
+        ("bad", {service: 1}),
+        ("bad", {service: 2}),
+    ]
+    metrics = metrics_of(consumer)
+    assert "mlpacker_duplicates_total 3.0" in metrics
+    assert consumer.log().count("(stream.dedup_window)") == 3
+    assert "message 2 dropped: a result with this id was published within the last 2" in consumer.log()
+    # Acknowledged: the restarted consumer (same session) is not given the dropped repeats again.
+    consumer.send_signal(signal.SIGTERM)
+    assert consumer.proc.wait(20) == 0
+    restarted = runtimes.prepare(consumer.config).start()
+    restarted.wait_ready()
+    probe.publish(topic, {"id": "after restart", "instances": [[0]]})
+    outputs = probe.wait_for(f"{prefix}/out", 8)
+    time.sleep(1)
+    assert [message["id"] for message in probe.messages[f"{prefix}/out"][7:]] == ["after restart"]
+    assert "mlpacker_duplicates_total 0.0" in metrics_of(restarted)
+
+
+@pytest.mark.slow
+def test_numbered_messages_keep_their_order_through_a_chain_of_single_consumers(
+    runtimes: Runtimes,
+    mosquitto: Broker,
+    mqtt_probe: Callable[[list[str]], MqttProbe],
+    code_dir: Path,
+) -> None:
+    """One consumer per stage (no replicas): 500 numbered messages published back to back come out of the
+    second stage in the order they went in, none twice."""
+    prefix = unique_prefix()
+    first = stream_config(
+        [function_stage("double", "mlfuncs.ops:double")], mosquitto.port, prefix, "a", f"{prefix}/b/in"
+    )
+    first["stream"]["output_kind"] = "instances"
+    second = stream_config(
+        [function_stage("double", "mlfuncs.ops:double")], mosquitto.port, prefix, "b", f"{prefix}/out"
+    )
+    for config in (first, second):
+        config["code_dir"] = str(code_dir)
+    runtimes.start_many([first, second])
+    probe = mqtt_probe([f"{prefix}/out"])
+    count = 500
+    pending = [
+        probe.client.publish(f"{prefix}/a/in", json.dumps({"id": n, "instances": [[n]]}), qos=1)
+        for n in range(count)
+    ]
+    for info in pending:
+        info.wait_for_publish(30)
+    outputs = probe.wait_for(f"{prefix}/out", count, timeout=60)
+    assert [message["id"] for message in outputs] == list(range(count))
+    assert all(message["predictions"] == [[4.0 * message["id"]]] for message in outputs)

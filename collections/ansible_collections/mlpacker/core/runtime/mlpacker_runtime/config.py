@@ -22,6 +22,8 @@ FORMATS = ("joblib", "pickle", "skops", "onnx", "function")
 METHODS = ("predict", "predict_proba", "transform", "decision_function", "call")
 MODES = ("rest", "stream")
 OUTPUT_KINDS = ("instances", "predictions")
+# stream.dedup_window remembers a 16-byte digest per id (about 100 bytes with the dict): 1e6 ids ~ 100 MB.
+MAX_DEDUP_WINDOW = 1_000_000
 EXTENSION_FORMATS = {
     ".joblib": "joblib",
     ".pkl": "pickle",
@@ -92,6 +94,9 @@ DEFAULTS: dict[str, Any] = {
         "drain_timeout_s": 10.0,
         # Publishes the broker refuses in a row (an ACL, a quota) before /health/ready says not ready.
         "max_consecutive_refusals": 10,
+        # Ids of the last N results published: a message repeating one is dropped (acknowledged,
+        # counted). 0: off. Per process, lost at restart (stream/consumer.py, RecentIds).
+        "dedup_window": 0,
         # Larger messages are not parsed: they go to the error topic truncated, with their size.
         "max_message_bytes": 1024 * 1024,
         "health_bind": "0.0.0.0",
@@ -463,6 +468,9 @@ def _validate_stream(problems: list[str], stream: dict[str, Any], *, required: b
     _check_positive(problems, "stream.drain_timeout_s", stream["drain_timeout_s"], "number")
     _check_positive(problems, "stream.max_message_bytes", stream["max_message_bytes"])
     _check_positive(problems, "stream.max_consecutive_refusals", stream["max_consecutive_refusals"])
+    window = stream["dedup_window"]
+    if _check(problems, "stream.dedup_window", window, "int") and not 0 <= window <= MAX_DEDUP_WINDOW:
+        problems.append(f"stream.dedup_window: must be 0 (off) to {MAX_DEDUP_WINDOW} ids, got {window}")
     _check_bind(problems, "stream.health_bind", stream["health_bind"])
     _check_port(problems, "stream.health_port", stream["health_port"])
 

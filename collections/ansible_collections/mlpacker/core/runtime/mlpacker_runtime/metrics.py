@@ -101,6 +101,16 @@ class Metrics:
         self.messages = Counter(
             "mlpacker_messages", "Stream messages handled, by result (ok or error)", ["result"], **reg
         )
+        self.duplicates = Counter(
+            "mlpacker_duplicates",
+            "Stream messages dropped, acknowledged, as a repeat of an id answered within stream.dedup_window",
+            **reg,
+        )
+        self.repeats = Counter(
+            "mlpacker_repeated_messages",
+            "Stream messages processed again: redelivered by the broker, or an id this process took before",
+            **reg,
+        )
         self.message_seconds = Histogram(
             "mlpacker_message_duration_seconds",
             "Time from receiving a stream message to publishing its result",

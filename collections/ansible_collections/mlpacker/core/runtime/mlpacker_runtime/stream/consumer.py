@@ -13,10 +13,26 @@ Delivery guarantees:
   and the reason, until a result is accepted again.
 - Messages are processed in paho's network thread, in arrival order; that also makes the bookkeeping
   between "result published" and "input acked" single-threaded.
+
+Duplicates (at-least-once means a message may be taken twice: redelivered after a crash or a lost
+connection, or published twice upstream): every result and error report carries the input's ``id`` and
+``attempts``, one entry per service the message went through, in chain order (the input's own ``attempts``
+forwarded, this service's added): ``{"iris-scale": 1, "iris-reduce": 2}``. A service's count is a lower
+bound, what it can know: the deliveries of this id this process has taken (RecentIds, the last
+ATTEMPT_MEMORY ids), and at least 2 when the broker flags the delivery as a redelivery (MQTT DUP: sent
+before, maybe processed, maybe not). Any count above 1 marks an output that may repeat an earlier one.
+``stream.dedup_window`` N > 0 also drops a message whose id is among those of the last N results this
+process published (acknowledged, logged, counted in ``mlpacker_duplicates_total``). An id is remembered when
+its result is published, in arrival order, so a repeat right behind it is dropped too (its input stays
+unacked until the broker takes the result: answered, or redelivered, never lost); it is forgotten when the
+broker refuses that result or the connection drops before the broker took it (its input comes back and is
+processed again). Error reports are not remembered: a message that failed is tried again. The memory is
+per process: lost at restart, not shared between the replicas of a shared subscription.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import signal
@@ -24,6 +40,7 @@ import socket
 import sys
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,6 +61,8 @@ log = logging.getLogger("mlpacker_runtime.stream")
 # An error report carries at most this much of the bad message (never all of it: a client must not be able
 # to make the error topic carry, or the consumer hold, copies of whatever it sends).
 PAYLOAD_EXCERPT_BYTES = 1024
+# Ids whose deliveries are counted for ``attempts`` (or stream.dedup_window, when larger): ~100 bytes each.
+ATTEMPT_MEMORY = 1024
 
 
 class MessageTooLarge(InputError):
@@ -60,8 +79,59 @@ class InFlight:
     topic: str
     is_report: bool  # an error report (else a result)
     message_id: Any
+    id_key: bytes | None  # the id's digest (RecentIds), None for a message without an id
+    attempts: dict[str, int]  # the marker the result carries, for its report if the broker refuses it
     excerpt: bytes  # the input's first PAYLOAD_EXCERPT_BYTES, for a report if the broker refuses the result
     size: int
+
+
+class RecentIds:
+    """The last ``capacity`` ids seen, each with a count; by a digest of the id's JSON, so a long id costs
+    16 bytes. Touched only from paho's network thread."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._counts: OrderedDict[bytes, int] = OrderedDict()
+
+    @staticmethod
+    def key(message_id: Any) -> bytes | None:
+        """The digest of an id (``1`` and ``"1"`` differ), None when the message has none."""
+        if message_id is None:
+            return None
+        text = json.dumps(message_id, sort_keys=True, separators=(",", ":"))
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._counts
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def add(self, key: bytes) -> int:
+        """Count one more sighting of ``key`` (now the most recent); return its count."""
+        count = self._counts.pop(key, 0) + 1
+        self._counts[key] = count
+        while len(self._counts) > self.capacity:
+            self._counts.popitem(last=False)
+        return count
+
+    def discard(self, key: bytes) -> None:
+        self._counts.pop(key, None)
+
+
+def upstream_attempts(payload: dict[str, Any]) -> dict[str, int]:
+    """The ``attempts`` an input carries from the services before this one ({} when it has none)."""
+    attempts = payload.get("attempts")
+    if attempts is None:
+        return {}
+    if not isinstance(attempts, dict) or not all(
+        isinstance(count, int) and not isinstance(count, bool) and count >= 1 for count in attempts.values()
+    ):
+        raise InputError(
+            f"attempts: expected an object of service name -> attempt count (an integer >= 1), "
+            f"got {json.dumps(attempts)[:200]}"
+        )
+    return attempts
 
 
 def subscription_topic(stream: dict[str, Any]) -> str:
@@ -88,6 +158,10 @@ class StreamConsumer:
         # Publishes the broker refused in a row, and the last refusal (topic, reason): readiness reads them.
         self.refusals = 0
         self.last_refusal = ""
+        # Deliveries taken per id (the attempt marker); ids of the results published (stream.dedup_window).
+        window = self.stream["dedup_window"]
+        self.taken = RecentIds(max(ATTEMPT_MEMORY, window))
+        self.answered = RecentIds(window) if window > 0 else None
         self.client = self._make_client()
         self.health: HealthServer | None = None
 
@@ -220,7 +294,13 @@ class StreamConsumer:
         with self._lock:
             # Unacked inputs are redelivered by the broker on reconnect; acking old mids later could ack a
             # different message that reuses the id, so forget them.
+            lost = list(self._pending.values())
             self._pending.clear()
+        if self.answered is not None:
+            # Their results may never have reached the broker: the redelivered inputs must not be dropped.
+            for entry in lost:
+                if entry.id_key is not None and not entry.is_report:
+                    self.answered.discard(entry.id_key)
         if not self.stopping.is_set():
             log.warning("disconnected from broker (%s); reconnecting with backoff", reason_code)
 
@@ -229,7 +309,12 @@ class StreamConsumer:
             return  # left unacked: the broker redelivers it to this session (or a replica) later
         received = time.perf_counter()
         raw = message.payload
-        topic, payload, message_id = self._handle(raw)
+        handled = self._handle(raw, redelivered=bool(message.dup))
+        if handled is None:  # a repeat of an answered id (stream.dedup_window): acknowledged, not processed
+            if message.qos > 0:
+                client.ack(message.mid, message.qos)
+            return
+        topic, payload, message_id, id_key, attempts = handled
         info = client.publish(topic, payload, qos=self.qos)
         entry = InFlight(
             input_mid=message.mid,
@@ -238,11 +323,17 @@ class StreamConsumer:
             topic=topic,
             is_report=topic == self.stream["error_topic"],
             message_id=message_id,
+            id_key=id_key,
+            attempts=attempts,
             excerpt=raw[:PAYLOAD_EXCERPT_BYTES],
             size=len(raw),
         )
         with self._lock:
             self._pending[info.mid] = entry
+        if self.answered is not None and id_key is not None and not entry.is_report:
+            # Remembered from now on, so a repeat right behind it is dropped too: the input stays unacked
+            # until the broker takes the result, so the id is answered or the input redelivered, never lost.
+            self.answered.add(id_key)
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any
@@ -265,10 +356,12 @@ class StreamConsumer:
         self.refusals += 1
         self.last_refusal = f"latest: {reason} on {entry.topic}"
         if not entry.is_report:
+            if self.answered is not None and entry.id_key is not None:
+                self.answered.discard(entry.id_key)  # not answered: a repeat is tried again
             self.metrics.errors.labels("result_refused").inc()
             error = f"the broker refused the result on {entry.topic}: {reason}"
             log.warning("message %r sent to %s: %s", entry.message_id, self.stream["error_topic"], error)
-            report = self._report(entry.message_id, None, error, entry.excerpt, entry.size)
+            report = self._report(entry.message_id, None, error, entry.excerpt, entry.size, entry.attempts)
             info = client.publish(self.stream["error_topic"], report, qos=self.qos)
             with self._lock:
                 self._pending[info.mid] = replace(entry, topic=self.stream["error_topic"], is_report=True)
@@ -290,10 +383,20 @@ class StreamConsumer:
 
     # ------------------------------------------------------------ processing
 
-    def _report(self, message_id: Any, stage: str | None, error: str, excerpt: bytes, size: int) -> bytes:
-        """An error report: the message's id, where it failed and why, and its first bytes (never all)."""
+    def _report(
+        self,
+        message_id: Any,
+        stage: str | None,
+        error: str,
+        excerpt: bytes,
+        size: int,
+        attempts: dict[str, int],
+    ) -> bytes:
+        """An error report: the message's id and attempts, where it failed and why, and its first bytes
+        (never all)."""
         report = {
             "id": message_id,
+            "attempts": attempts,
             "service": self.config["service"],
             "stage": stage,
             "error": error,
@@ -304,11 +407,17 @@ class StreamConsumer:
         }
         return json.dumps(report).encode()
 
-    def _handle(self, raw: bytes) -> tuple[str, bytes, Any]:
-        """Run the chain on one message; return (topic, payload) of the result or of the error report, and the
-        message's id."""
+    def _handle(
+        self, raw: bytes, *, redelivered: bool
+    ) -> tuple[str, bytes, Any, bytes | None, dict[str, int]] | None:
+        """Run the chain on one message; return (topic, payload) of the result or of the error report, the
+        message's id, its digest and its attempts; None for a repeat stream.dedup_window drops."""
         stream = self.stream
+        service = self.config["service"]
         message_id: Any = None
+        id_key: bytes | None = None
+        # Without a readable id nothing is remembered: the broker's redelivery flag is all there is to go on.
+        attempts = {service: 2 if redelivered else 1}
         stage = self.config["stages"][0]["name"]  # input problems are reported against the first stage
         try:
             if len(raw) > stream["max_message_bytes"]:
@@ -324,6 +433,25 @@ class StreamConsumer:
             if not isinstance(payload, dict) or "instances" not in payload:
                 raise InputError('message must be a JSON object {"id": ..., "instances": [[...], ...]}')
             message_id = payload.get("id")
+            id_key = RecentIds.key(message_id)
+            if id_key is not None:
+                if self.answered is not None and id_key in self.answered:
+                    self.metrics.duplicates.inc()
+                    log.info(
+                        "message %r dropped: a result with this id was published within the last %d "
+                        "results (stream.dedup_window)%s",
+                        message_id,
+                        stream["dedup_window"],
+                        ", redelivered by the broker" if redelivered else "",
+                    )
+                    return None
+                attempts[service] = max(attempts[service], self.taken.add(id_key))
+            if attempts[service] > 1:
+                self.metrics.repeats.inc()
+                log.info("message %r taken again (attempt %d here)", message_id, attempts[service])
+            # The services before this one first, in chain order, then this one (last, even if named before).
+            upstream = {name: count for name, count in upstream_attempts(payload).items() if name != service}
+            attempts = {**upstream, **attempts}
             instances = payload["instances"]
             if isinstance(instances, list):
                 self.metrics.batch_size.observe(len(instances))
@@ -346,11 +474,14 @@ class StreamConsumer:
             self.metrics.messages.labels("error").inc()
             self.metrics.errors.labels(kind).inc()
             log.warning("message %r sent to %s: %s", message_id, stream["error_topic"], exc)
-            report = self._report(message_id, stage, str(exc), raw[:PAYLOAD_EXCERPT_BYTES], len(raw))
-            return stream["error_topic"], report, message_id
+            report = self._report(
+                message_id, stage, str(exc), raw[:PAYLOAD_EXCERPT_BYTES], len(raw), attempts
+            )
+            return stream["error_topic"], report, message_id, id_key, attempts
         self.metrics.messages.labels("ok").inc()
-        body = {"id": message_id, stream["output_kind"]: result}
-        return stream["output_topic"], json.dumps(body, separators=(",", ":")).encode(), message_id
+        body = {"id": message_id, stream["output_kind"]: result, "attempts": attempts}
+        payload_out = json.dumps(body, separators=(",", ":")).encode()
+        return stream["output_topic"], payload_out, message_id, id_key, attempts
 
     # ------------------------------------------------------------ lifecycle
 
