@@ -988,6 +988,34 @@ def test_without_controller_inspection_the_smoke_test_uses_the_users_answers(dis
     assert post_predict(distributed.url(), IRIS_SAMPLES, credentials=distributed.credentials) == expected
 
 
+def test_hop_settings_reach_every_service_and_a_bad_one_fails_naming_it(distributed: Deployment) -> None:
+    """mlpacker_rest_hops: a changed setting redeploys every service (it is part of the host's fingerprint and
+    of each release id) and reaches its config.json, which 'mlpacker-runtime check' validated before the
+    switch; a bad value fails the preflight naming the key, and nothing is deployed."""
+    pipeline_dir = Path("/opt/mlpacker") / distributed.name
+    currents = {stage: pipeline_dir / f"{distributed.name}-{stage}" / "current" for stage in STAGES}
+    before = {stage: current.resolve() for stage, current in currents.items()}
+    hops = {"timeout_s": 4, "retry_timeouts": True, "ejection": {"consecutive_failures": 2, "max_s": 60}}
+    changed = distributed.play("deploy.yml", extra_vars={"mlpacker_rest_hops": hops})
+    assert changed.rc == 0, changed.describe()
+    for stage, current in currents.items():
+        assert current.resolve() != before[stage], f"{stage}: not redeployed for the changed setting"
+        rest = json.loads((current / "config.json").read_text())["rest"]
+        assert (rest["hop_timeout_s"], rest["hop_retry_timeouts"], rest["hop_ejection"]) == (
+            4,
+            True,
+            {"consecutive_failures": 2, "base_s": 5.0, "max_s": 60},
+        ), stage
+    expected = distributed.expected(IRIS_SAMPLES)
+    assert post_predict(distributed.url(), IRIS_SAMPLES, credentials=distributed.credentials) == expected
+    deployed = {stage: current.resolve() for stage, current in currents.items()}
+    refused = distributed.play("deploy.yml", extra_vars={"mlpacker_rest_hops": {"ejection": {"base_s": 600}}})
+    assert refused.rc != 0, refused.describe()
+    message = "mlpacker_rest_hops.ejection.max_s: the longest ejection (300.0, the default) is shorter than"
+    assert message in refused.output, refused.describe()
+    assert {stage: current.resolve() for stage, current in currents.items()} == deployed
+
+
 def test_undeploy_leaves_no_process_port_or_file(
     distributed: Deployment, controller_dirs: dict[str, str]
 ) -> None:
