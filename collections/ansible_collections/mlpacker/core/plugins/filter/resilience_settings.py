@@ -10,9 +10,9 @@ author: MLPacker contributors (@mlpacker)
 short_description: How a deploy's services cope with failing next hops and a refusing broker
 version_added: 0.1.0
 description:
-  - Lays the C(mlpacker_rest_hops) setting over its defaults (C(timeout_s) 10, C(retry_timeouts) V(false),
+  - "Lays the C(mlpacker_rest_hops) setting over its defaults (C(timeout_s) 10, C(retry_timeouts) V(false),
     C(ejection) C({consecutive_failures: 3, base_s: 5, max_s: 300})) and checks every value, and checks
-    C(mlpacker_stream_max_consecutive_refusals) (default 10).
+    C(mlpacker_stream_max_consecutive_refusals) (default 10)."
   - Fails naming C(mlpacker_rest_hops.<key>) for an unknown key, a C(timeout_s), C(base_s) or C(max_s) that is
     not a number above 0, a C(consecutive_failures) that is not a whole number of at least 0, a
     C(retry_timeouts) that is not true or false, or a C(max_s) shorter than C(base_s); naming
