@@ -154,6 +154,13 @@ def test_sigkilled_consumer_restarted_loses_no_message(
     assert len(probe.messages[f"{prefix}/out"]) >= deadline_count
     for message in probe.messages[f"{prefix}/out"]:
         assert message["predictions"] == [[message["id"]]]
+    # Every repeat is marked: a later output of an id already seen says the service took it more than once.
+    service = consumer.config["service"]
+    first_seen: set[int] = set()
+    for message in probe.messages[f"{prefix}/out"]:
+        if message["id"] in first_seen:
+            assert message["attempts"][service] >= 2, message
+        first_seen.add(message["id"])
 
 
 def test_sigterm_drains_and_exits_cleanly(
