@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,9 +114,17 @@ def test_atomic_stream_with_the_managed_broker(
             "set_tcp_nodelay true",
             # finite: with 0 Mosquitto 2.0.11 stops delivering to a client after one refused publish
             "max_queued_messages 100000",
+            "max_queued_bytes 67108864",
             "persistence true",
+            # saved on every change (mlpacker_broker_autosave_interval 0, the default)
+            "autosave_on_changes true",
+            "autosave_interval 1",
         ):
             assert line in config
+        # Its persistence lives in the broker user's own folder, which no one else reads.
+        data = Path("/opt/mlpacker/.broker")
+        assert (data.owner(), stat.S_IMODE(data.stat().st_mode)) == ("mlpacker-broker", 0o700)
+        assert (data / "mosquitto.db").owner() == "mlpacker-broker"
         assert f"listener {PLAIN_MQTT_PORT}" not in config and "0.0.0.0" not in config, config
         # The broker listens on 127.0.0.1:8883 and nowhere else (no wildcard, no plain port).
         sockets = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
