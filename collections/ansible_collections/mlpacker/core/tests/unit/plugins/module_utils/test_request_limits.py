@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 from ansible_collections.mlpacker.core.plugins.module_utils.request_limits import (
     DEFAULTS,
+    REST_KEYS,
+    RUNTIME_THREADS,
+    STREAM_KEYS,
     RequestLimitsError,
     normalise_request_limits,
     rest_limits,
@@ -126,3 +129,11 @@ def test_runtime_config_refuses_a_bad_limit() -> None:
         RuntimeConfigError, match=r"^mlpacker_request_limits\.max_instances: expected a whole"
     ):
         runtime_config_of("rest", {"max_instances": "many"})
+
+
+def test_defaults_are_the_runtimes() -> None:
+    # The runtime ships as its own wheel and cannot import module_utils: the defaults live twice.
+    config = pytest.importorskip("mlpacker_runtime.config")
+    assert rest_limits(None) == {key: config.DEFAULTS["rest"][key] for key in REST_KEYS}
+    assert stream_limits(None) == {key: config.DEFAULTS["stream"][key] for key in STREAM_KEYS}
+    assert RUNTIME_THREADS == config.DEFAULTS["rest"]["threads"]
