@@ -55,6 +55,7 @@ def test_distributed_stream_with_the_users_broker(
     base_port = free_port_block(3)
     spec = iris_spec(name, "stream", "distributed", iris_models, base_port)
     spec["mlpacker_broker"] = {"host": "127.0.0.1", "port": user_broker}
+    spec["mlpacker_stream_max_consecutive_refusals"] = 7
     files = [
         write_vars_file(deploy_root / f"{name}.yml", spec),
         write_vars_file(deploy_root / "ctl.yml", controller_dirs),
@@ -70,6 +71,10 @@ def test_distributed_stream_with_the_users_broker(
         )
         assert answer == expected
         assert f"publish to mlpacker/{name}/in on 127.0.0.1:{user_broker}" in first.output
+        # The setting reached every service's configuration (the runtime's default is 10).
+        for stage in ("scale", "reduce", "classify"):
+            config = Path(f"/opt/mlpacker/{name}/{name}-{stage}/current/config.json")
+            assert json.loads(config.read_text())["stream"]["max_consecutive_refusals"] == 7, stage
 
         second = run_playbook("deploy.yml", LOCAL_INVENTORY, files)
         assert second.rc == 0 and second.changed() == {"localhost": 0}, second.describe()
