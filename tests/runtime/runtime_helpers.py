@@ -504,8 +504,14 @@ class MqttProbe:
     """A plain paho client used by the tests to publish inputs and collect outputs."""
 
     def __init__(
-        self, port: int, topics: list[str], username: str | None = None, password: str | None = None
+        self,
+        port: int,
+        topics: list[str],
+        username: str | None = None,
+        password: str | None = None,
+        persistent: bool = False,
     ):
+        """``persistent``: a session the broker keeps (and queues for) while the probe is cut off."""
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -513,7 +519,11 @@ class MqttProbe:
         self.raw: dict[str, list[bytes]] = {topic: [] for topic in topics}
         self._cond = threading.Condition()
         subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"probe-{uuid.uuid4().hex[:8]}",
+            clean_session=not persistent,
+        )
         if username is not None:
             self.client.username_pw_set(username, password)
 

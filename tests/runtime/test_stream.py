@@ -661,3 +661,56 @@ def test_numbered_messages_keep_their_order_through_a_chain_of_single_consumers(
     outputs = probe.wait_for(f"{prefix}/out", count, timeout=60)
     assert [message["id"] for message in outputs] == list(range(count))
     assert all(message["predictions"] == [[4.0 * message["id"]]] for message in outputs)
+
+
+@pytest.mark.slow
+def test_dedup_window_loses_nothing_when_the_broker_restarts_mid_stream(
+    runtimes: Runtimes, code_dir: Path, tmp_path: Path
+) -> None:
+    """With stream.dedup_window on, the broker is restarted (its sessions saved) while results are in flight:
+    every id reaches the output. The ids whose results the broker had not acknowledged are forgotten, so
+    their redelivered inputs are processed again rather than dropped (paho also resends those results:
+    repeats are expected, losses are not; measured 301 ids -> 312 to 325 outputs)."""
+    from runtime_helpers import free_port
+
+    broker = Broker(tmp_path / "restarted-broker", free_port())
+    broker.directory.mkdir()
+    broker.start()
+    probe = None
+    try:
+        prefix = unique_prefix()
+        config = stream_config(
+            [function_stage("slow", "mlfuncs.ops:slow")],
+            broker.port,
+            prefix,
+            "s",
+            f"{prefix}/out",
+            dedup_window=1000,
+        )
+        config["code_dir"] = str(code_dir)
+        consumer = runtimes.start(config, env={"SLOW_STAGE_SECONDS": "0.01"})
+        # A session the broker keeps: what the consumer publishes while the probe reconnects is queued for it.
+        probe = MqttProbe(broker.port, [f"{prefix}/out"], persistent=True)
+        count = 300
+        pending = [
+            probe.client.publish(f"{prefix}/s/in", json.dumps({"id": number, "instances": [[number]]}), qos=1)
+            for number in range(count)
+        ]
+        for info in pending:
+            info.wait_for_publish(30)  # all inputs held by the broker before it stops
+        probe.wait_for(f"{prefix}/out", 20)
+        broker.stop()  # mid-stream: results in flight, inputs unacknowledged; sessions saved
+        assert consumer.log_shows("disconnected from broker")
+        broker.start()
+        consumer.wait_ready(timeout=40)  # reconnected (paho's backoff) and subscribed again
+        probe.publish(f"{prefix}/s/in", {"id": "last", "instances": [[0]]})
+        deadline = time.monotonic() + 60
+        while "last" not in {message["id"] for message in probe.messages[f"{prefix}/out"]}:
+            assert time.monotonic() < deadline, f"no 'last' after the restart: {consumer.log()[-2000:]}"
+            time.sleep(0.1)
+        ids = [message["id"] for message in probe.messages[f"{prefix}/out"]]
+        assert set(ids) == {*range(count), "last"}, sorted(set(range(count)) - set(ids))
+    finally:
+        if probe is not None:
+            probe.close()
+        broker.stop()

@@ -17,10 +17,12 @@ Delivery guarantees:
 Duplicates (at-least-once means a message may be taken twice: redelivered after a crash or a lost
 connection, or published twice upstream): every result and error report carries the input's ``id`` and
 ``attempts``, one entry per service the message went through, in chain order (the input's own ``attempts``
-forwarded, this service's added): ``{"iris-scale": 1, "iris-reduce": 2}``. A service's count is a lower
-bound, what it can know: the deliveries of this id this process has taken (RecentIds, the last
-ATTEMPT_MEMORY ids), and at least 2 when the broker flags the delivery as a redelivery (MQTT DUP: sent
-before, maybe processed, maybe not). Any count above 1 marks an output that may repeat an earlier one.
+forwarded, this service's added): ``{"iris-scale": 1, "iris-reduce": 2}``. A service's count is what it
+can know: the deliveries of this id this process has taken (RecentIds, the last ATTEMPT_MEMORY ids), and at
+least 2 when the broker flags the delivery as a possible repeat (MQTT DUP: sent before, maybe processed,
+maybe not). So a repeat caused by a redelivery or seen by this process is always marked (count above 1),
+but a mark is no proof: the broker also flags messages it had sent to a consumer that died before taking
+them, and messages it kept across its own restart.
 ``stream.dedup_window`` N > 0 also drops a message whose id is among those of the last N results this
 process published (acknowledged, logged, counted in ``mlpacker_duplicates_total``). An id is remembered when
 its result is published, in arrival order, so a repeat right behind it is dropped too (its input stays
