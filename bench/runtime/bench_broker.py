@@ -10,7 +10,11 @@ QoS 1 messages with up to 100 in flight; throughput = messages the consumer rece
 after ``--messages`` or ``--seconds``. Runs are interleaved: each repeat goes over every (backlog, mode) pair,
 the mode order alternating; ratios on-change / every-30-s are computed per repeat, medians over repeats.
 
-    .venv/bin/python bench/runtime/bench_broker.py [--repeats 5] [--backlogs 0,1000,100000]
+With ``--stage``, the consumer is a runtime stream service running the iris pipeline (one stage, as
+bench_mqtt.py's ``stage``): the publisher sends one-row inputs and the run counts results on its output topic,
+i.e. the throughput of a one-stage pipeline on each broker setting.
+
+    .venv/bin/python bench/runtime/bench_broker.py [--repeats 5] [--backlogs 0,1000,100000] [--stage]
 """
 
 from __future__ import annotations
@@ -33,7 +37,18 @@ from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MOSQUITTO, WORKDIR, Proc, cleanup, free_port, median, print_table  # noqa: E402
+from common import (  # noqa: E402
+    MOSQUITTO,
+    WORKDIR,
+    Proc,
+    cleanup,
+    free_port,
+    median,
+    print_table,
+    runtime_service,
+    stage,
+    train,
+)
 
 MODES = {
     "on-change": ["autosave_on_changes true", "autosave_interval 1"],
@@ -169,6 +184,76 @@ def run(database: Path, mode: str, messages: int, seconds: float) -> tuple[float
         shutil.rmtree(data, ignore_errors=True)
 
 
+def run_stage(
+    database: Path, mode: str, messages: int, seconds: float, model: Path, row: list
+) -> tuple[float, int]:
+    """One run with a runtime stream service as the consumer: results received on its output topic / time."""
+    data = WORKDIR / f"run-{time.monotonic_ns()}"
+    data.mkdir(mode=0o700)
+    shutil.copy(database, data / "mosquitto.db")
+    proc, port = broker(data, mode)
+    service: Proc | None = None
+    results: set[int] = set()
+    all_in = threading.Event()
+
+    def on_message(_client: object, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        results.add(json.loads(message.payload)["id"])
+        if len(results) == messages:
+            all_in.set()
+
+    try:
+        health = free_port()
+        config = {
+            "pipeline": "bench",
+            "service": f"stage-{mode}",
+            "mode": "stream",
+            "stages": [stage("pipeline", model, "predict")],
+            "stream": {
+                "broker": {"host": "127.0.0.1", "port": port},
+                "input_topic": "stage/in",
+                "output_topic": "stage/out",
+                "error_topic": "stage/errors",
+                "output_kind": "predictions",
+                "client_id": "bench-stage",
+                "health_bind": "127.0.0.1",
+                "health_port": health,
+            },
+        }
+        service = runtime_service(config, f"http://127.0.0.1:{health}/health/ready")
+        reader = connect(port, "reader", on_message)
+        subscribe(reader, "stage/out")
+        publisher = connect(port, "publisher")
+        stop = threading.Event()
+        start = time.monotonic()
+        threading.Thread(target=publish_rows, args=(publisher, messages, row, stop), daemon=True).start()
+        all_in.wait(seconds)
+        elapsed = time.monotonic() - start
+        got = len(results)
+        stop.set()
+        for client in (publisher, reader):
+            client.disconnect()
+            client.loop_stop()
+        return got / elapsed, got
+    finally:
+        if service is not None:
+            service.stop()
+        proc.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def publish_rows(client: mqtt.Client, count: int, row: list, stop: threading.Event) -> None:
+    """The stage's inputs: ``{"id": n, "instances": [row]}``, through publish()'s bounded window."""
+    window = threading.Semaphore(1000)
+    client.on_publish = lambda *_args: window.release()
+    for number in range(count):
+        while not window.acquire(timeout=1):
+            if stop.is_set():
+                return
+        if stop.is_set():
+            return
+        client.publish("stage/in", json.dumps({"id": number, "instances": [row]}), qos=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -177,9 +262,13 @@ def main() -> None:
     parser.add_argument("--backlogs", default="0,1000,100000")
     parser.add_argument("--messages", type=int, default=2000, help="per run, at most")
     parser.add_argument("--seconds", type=float, default=15, help="per run, at most")
+    parser.add_argument("--stage", action="store_true", help="a runtime stream service as the consumer")
     args = parser.parse_args()
     backlogs = [int(value) for value in args.backlogs.split(",")]
     try:
+        if args.stage:
+            features, files = train()
+            row = features[0].tolist()
         databases = {backlog: prefill(backlog) for backlog in backlogs}
         sizes = {backlog: databases[backlog].stat().st_size for backlog in backlogs}
         results: dict[tuple[int, str], list[float]] = {}
@@ -187,7 +276,12 @@ def main() -> None:
             for backlog in backlogs:
                 modes = list(MODES) if repeat % 2 == 0 else list(reversed(MODES))
                 for mode in modes:
-                    rate, got = run(databases[backlog], mode, args.messages, args.seconds)
+                    if args.stage:
+                        rate, got = run_stage(
+                            databases[backlog], mode, args.messages, args.seconds, files["pipeline"], row
+                        )
+                    else:
+                        rate, got = run(databases[backlog], mode, args.messages, args.seconds)
                     results.setdefault((backlog, mode), []).append(rate)
                     print(
                         f"repeat {repeat} backlog {backlog} {mode}: {rate:.0f} msg/s ({got} received)",
