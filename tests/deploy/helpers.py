@@ -12,9 +12,10 @@ import shlex
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,8 +164,10 @@ def run_playbook(
     extra_vars: dict[str, Any] | None = None,
     check: bool = False,
     timeout: float = 900,
+    on_line: Callable[[str], None] | None = None,
 ) -> PlaybookRun:
-    """Run ansible-playbook from the repository root (its ansible.cfg finds the collection)."""
+    """Run ansible-playbook from the repository root (its ansible.cfg finds the collection). ``on_line`` sees
+    each line of its output as it comes (a fault test acts at a given task)."""
     argv = [str(VENV_BIN / "ansible-playbook"), str(PLAYBOOKS / playbook), "-i", str(inventory)]
     for path in extra_vars_files:
         argv += ["-e", f"@{path}"]
@@ -177,11 +180,28 @@ def run_playbook(
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
     env["ANSIBLE_HOST_KEY_CHECKING"] = "False"
-    result = subprocess.run(
-        argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    output = result.stdout + result.stderr
-    return PlaybookRun(rc=result.returncode, output=output, recap=parse_recap(output))
+    if on_line is None:
+        result = subprocess.run(
+            argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        output = result.stdout + result.stderr
+        return PlaybookRun(rc=result.returncode, output=output, recap=parse_recap(output))
+    lines: list[str] = []
+    with subprocess.Popen(
+        argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        timer = threading.Timer(timeout, process.kill)
+        timer.start()
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.append(line)
+                on_line(line)
+        finally:
+            timer.cancel()
+        rc = process.wait()
+    output = "".join(lines)
+    return PlaybookRun(rc=rc, output=output, recap=parse_recap(output))
 
 
 def free_port_block(count: int, start: int = 20000, stop: int = 60000) -> int:
