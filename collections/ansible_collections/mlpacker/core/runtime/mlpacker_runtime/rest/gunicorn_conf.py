@@ -132,23 +132,25 @@ def on_reload(server: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """A worker forked by a reload accepts connections once its stages are loaded, and retires an old one.
+    """A worker forked by a reload, or to replace a lost one, accepts connections once its stages are loaded;
+    one forked by a reload then retires an old one.
 
     At the first start a worker accepts at once and answers /health/ready with 503 while it loads (the deploy
-    waits for 200). After a reload clients are being served: a new worker that answered 503 would fail their
-    requests. So it waits here, before its accept loop, telling the master it is alive (its worker timeout
-    counts from its last notify), while the old workers serve. Loaded, it stops one old worker gracefully (it
-    finishes what it holds); the last new one stops any old one beyond, and a worker forked later (one that
-    replaced a new worker lost during the handover) whatever old one is left. A worker told to stop meanwhile
-    stops waiting.
+    waits for 200). Later clients are being served: a new worker that answered 503 would fail their requests
+    (a worker killed, ``kill -9`` or by the OOM killer, was replaced by one that answered 503 to the requests
+    it took for as long as it loaded). So it waits here, before its accept loop, telling the master it is
+    alive (its worker timeout counts from its last notify), while the other workers serve. Loaded, a worker of
+    a reload stops one old worker gracefully (it finishes what it holds); the last new one stops any old one
+    beyond, and a worker forked later (one that replaced a new worker lost during the handover) whatever old
+    one is left. A worker told to stop meanwhile stops waiting.
     """
-    if not _reloaded:
-        return
+    if not _reloaded and worker.age <= worker.cfg.workers:
+        return  # the first workers: the deploy's health gate waits for them
     service = worker.wsgi.extensions["mlpacker_service"]
     while worker.alive and not service.wait_loaded(0.5):
         worker.notify()
-    if not worker.alive or not service.ready:
-        return  # stopping, or the stages failed to load (the loader ends the worker)
+    if not _reloaded or not worker.alive or not service.ready:
+        return  # a replacement, stopping, or the stages failed to load (the loader ends the worker)
     index = worker.age - _first_new_age
     last = worker.cfg.workers - 1
     if 0 <= index < last:
