@@ -5,7 +5,9 @@ managed broker on cloud1 (saving on every change, the default), is deployed once
 - ``kill -9`` of one consumer (the service's runtime process on edge1) mid-stream; supervisord restarts it: no
   acknowledged message is lost, repeats are counted and each is marked (``attempts`` above 1), the service is
   ready again;
-- ``kill -9`` of the managed broker mid-stream; supervisord restarts it. Two ways an acknowledged message is
+- ``kill -9`` of the managed broker mid-stream, while it holds a backlog (both consumers stopped with SIGSTOP
+  for a few seconds first, as slow consumers would leave it; resumed right after the kill); supervisord
+  restarts it. The backlog must come out after the restart. Two ways an acknowledged message is
   lost, both counted (as lost) and asserted to be the only ones:
   1. the one message acknowledged last before the kill: Mosquitto 2.0.11 sends a PUBACK in the event-loop
      turn that queued the message and saves its database at the end of that turn, so a kill between the two
@@ -60,6 +62,7 @@ SUPERVISORCTL = (
 )
 LOAD_BEFORE_S = 8  # steady load before each kill
 LOAD_AFTER_S = 12  # and after it
+BACKLOG_S = 3  # consumers stopped before the broker's kill: what the broker holds then
 
 
 def program_pids(bed: Any, host: str, pattern: str) -> dict[str, int]:
@@ -154,10 +157,26 @@ def consumer_killed(bed: Any, broker: str, credentials: dict[str, Any], expected
 def broker_killed(bed: Any, broker: str, credentials: dict[str, Any], expected: list[Any]) -> None:
     pids = program_pids(bed, BROKER_HOST, BROKER_PROGRAM)
     assert BROKER_PROGRAM in pids, pids
+    consumers = [
+        (host, pid) for host in HOSTS for pid in program_pids(bed, host, f"mlpacker-{NAME}").values()
+    ]
+    assert len(consumers) == len(HOSTS), consumers
     load = MqttLoad(broker, BROKER_PORT, NAME, IRIS_SAMPLES, credentials, expected).start()
     try:
         time.sleep(LOAD_BEFORE_S)
-        killed_at = kill_9(bed, BROKER_HOST, pids[BROKER_PROGRAM])
+        for host, pid in consumers:
+            bed.run(host, f"kill -STOP {pid}")
+        try:
+            time.sleep(BACKLOG_S)
+            killed_at = kill_9(bed, BROKER_HOST, pids[BROKER_PROGRAM])
+        finally:
+            for host, pid in consumers:
+                bed.run(host, f"kill -CONT {pid}", check=False)
+        backlog = [
+            number
+            for number, at in list(load.acked.items())
+            if at < killed_at and not any(out < killed_at and n == number for out, n, _ in load.outputs)
+        ]
         time.sleep(LOAD_AFTER_S)
         load.stop()
     finally:
@@ -168,11 +187,12 @@ def broker_killed(bed: Any, broker: str, credentials: dict[str, Any], expected: 
         "kill -9 of the managed broker (saves on every change; consumers' shared subscription not restored)",
         **load.counts(None if back is None else back - killed_at),
     )
-    print("chaos: broker kill:", load.summary())
+    print("chaos: broker kill:", load.summary(), f"; backlog at the kill: {len(backlog)} acknowledged")
     restarted = program_pids(bed, BROKER_HOST, BROKER_PROGRAM)
     assert restarted.get(BROKER_PROGRAM) not in (None, pids[BROKER_PROGRAM]), restarted
     assert load.connection >= 2, "the publisher never saw the broker go: " + load.summary()
     assert any(at < killed_at for at in load.acked.values()), load.summary()
+    assert len(backlog) > 1, f"the broker held no backlog at the kill: {backlog}"
     assert back is not None, "nothing acknowledged after the kill came out: " + load.summary()
     # 1. The one message that may be lost in the save under way: the last one acknowledged on the
     # connection the kill broke (the publisher's first). Every earlier one had a later PUBACK after it.
