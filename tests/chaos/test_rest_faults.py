@@ -376,6 +376,9 @@ def test_rest_faults_cost_only_in_flight_requests(
         load.record("disk full on a host during a deploy (fog1): nothing switched", None)
         assert full.rc != 0, full.describe()
         assert "nothing was switched: fog1 - " in full.output, full.describe()
+        # The hosts that stop name fog1's cause (the failure fog1 kept), not only that it dropped out.
+        barrier = full.output.split("nothing was switched: fog1 - ", 1)[1].split("\n", 1)[0]
+        assert barrier.startswith('task "') and "No space left on device" in barrier, barrier
         # fog1's own error (its fatal line, or a loop item's failed line) names the full disk.
         fog1_errors = [
             line for line in full.output.splitlines() if re.match(r"(fatal|failed): \[fog1\]", line)

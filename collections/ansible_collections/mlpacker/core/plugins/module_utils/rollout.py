@@ -75,10 +75,14 @@ def rollout_batches(hosts: list[str], batch_size: int) -> list[list[str]]:
 
 
 def failure_text(failure: Any, limit: int = 2000) -> str:
-    """A kept failure ({task, msg, output}, or text) as one line: the task, its message, its output's end."""
+    """A kept failure ({task, msg, output, items}, or text) as one line: the task, its message (and the first
+    failed loop item's), its output's end."""
     if not isinstance(failure, Mapping):
         return str(failure)[:limit]
     text = f'task "{failure.get("task", "?")}" failed: {failure.get("msg") or "failed"}'
+    item_messages = [str(message) for message in failure.get("items") or [] if message]
+    if item_messages:
+        text += f" ({item_messages[0]})"
     output = " ".join(str(failure.get("output") or "").split())
     if output:
         text += f": {output[-limit // 2 :]}"

@@ -115,6 +115,15 @@ def test_hosts_left_behind_say_why() -> None:
             'task "Restart" failed: non-zero return code: mlpacker-x: ERROR (spawn error)',
         ),
         ({"task": "Gate", "msg": None, "output": None}, 'task "Gate" failed: failed'),
+        (
+            {
+                "task": "Ship",
+                "msg": "One or more items failed",
+                "output": "",
+                "items": ["", "[Errno 28] No space"],
+            },
+            'task "Ship" failed: One or more items failed ([Errno 28] No space)',
+        ),
     ],
 )
 def test_a_kept_failure_reads_as_one_line(failure: Any, text: str) -> None:
