@@ -81,6 +81,9 @@ def test_a_rollout_switches_every_host_or_none(
     for group in inventory_json["all"]["children"].values():
         for host_vars in group["hosts"].values():
             host_vars["ansible_ssh_common_args"] += " " + KEEPALIVE
+            # Connections of their own: ssh would reuse a master connection another test opened to the same
+            # host (ControlPersist), without the keep-alives, and hang on the cut link.
+            host_vars["ansible_control_path_dir"] = str(deploy_root / f"{NAME}-ssh")
     inventory = deploy_root / f"{NAME}-inventory.json"
     inventory.write_text(json.dumps(inventory_json))
     spec = iris_spec(NAME, "rest", "atomic", iris_models, PORT)
