@@ -38,6 +38,7 @@ import pytest
 import requests
 
 from tests.chaos.load import record_case
+from tests.chaos.releases import new_release_vars, releases_running
 from tests.deploy.helpers import (
     IRIS_SAMPLES,
     in_process_predictions,
@@ -212,12 +213,6 @@ def ready(url: str, credentials: dict[str, Any] | None) -> bool:
     return response.status_code == 200
 
 
-def releases_running(bed: Any) -> dict[str, list[str]]:
-    """Per host, the release each of the pipeline's services runs ('current')."""
-    script = f"for link in /opt/mlpacker/{NAME}/*/current; do readlink -f $link; done"
-    return {host: sorted(bed.run(host, script).stdout.split()) for host in HOSTS}
-
-
 def fill_releases_disk(bed: Any, host: str) -> None:
     """Put a 1 MiB tmpfs over the host's service ``releases`` folder, holding a copy of the releases there
     (the running one stays readable), and fill it: a new release cannot be laid out."""
@@ -266,9 +261,7 @@ def test_rest_faults_cost_only_in_flight_requests(
         write_vars_file(deploy_root / f"{NAME}.yml", spec),
         write_vars_file(deploy_root / f"{NAME}-ctl.yml", settings),
     ]
-    v2 = v1 + [
-        write_vars_file(deploy_root / f"{NAME}-v2.yml", {"mlpacker_request_limits": {"max_instances": 5000}})
-    ]
+    v2 = v1 + [new_release_vars(deploy_root, NAME)]
     expected = in_process_predictions(
         [iris_models["scaler"], iris_models["pca"], iris_models["classifier"]], IRIS_SAMPLES
     )
@@ -365,7 +358,7 @@ def test_rest_faults_cost_only_in_flight_requests(
         assert load.wrong == 0, load.summary()
 
         # 4. fog1's disk full during a deploy: nothing switched anywhere, the pipeline answers throughout.
-        release_v1 = releases_running(testbed)
+        release_v1 = releases_running(testbed, NAME, HOSTS)
         load = TimedLoad(entry, IRIS_SAMPLES, expected, credentials).start()
         fill_releases_disk(testbed, "fog1")
         try:
@@ -384,7 +377,7 @@ def test_rest_faults_cost_only_in_flight_requests(
             line for line in full.output.splitlines() if re.match(r"(fatal|failed): \[fog1\]", line)
         ]
         assert any("No space left on device" in line for line in fog1_errors), fog1_errors or full.describe()
-        assert releases_running(testbed) == release_v1
+        assert releases_running(testbed, NAME, HOSTS) == release_v1
         assert load.failed() == [] and load.wrong == 0 and load.answered > 0, load.summary()
         assert post_predict(entry, IRIS_SAMPLES, credentials=credentials) == expected
     finally:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.chaos.load import RestLoad, record_case
+from tests.chaos.releases import new_release_vars, releases_running
 from tests.deploy.helpers import (
     IRIS_SAMPLES,
     in_process_predictions,
@@ -39,12 +40,6 @@ HOSTS = ("edge1", "edge2")
 # Ansible notices a host whose link went down after 3 unanswered keep-alives 2 s apart, instead of waiting
 # for TCP to give up (minutes): what an inventory of edge devices on flaky links should say too.
 KEEPALIVE = "-o ServerAliveInterval=2 -o ServerAliveCountMax=3 -o ConnectTimeout=5"
-
-
-def releases_running(bed: Any) -> dict[str, list[str]]:
-    """Per host, the release each of the pipeline's services runs ('current')."""
-    script = f"for link in /opt/mlpacker/{NAME}/*/current; do readlink -f $link; done"
-    return {host: sorted(bed.run(host, script).stdout.split()) for host in HOSTS}
 
 
 def damage_staged_releases(bed: Any, host: str) -> None:
@@ -97,16 +92,14 @@ def test_a_rollout_switches_every_host_or_none(
         write_vars_file(deploy_root / f"{NAME}.yml", spec),
         write_vars_file(deploy_root / f"{NAME}-ctl.yml", settings),
     ]
-    v2 = v1 + [
-        write_vars_file(deploy_root / f"{NAME}-v2.yml", {"mlpacker_request_limits": {"max_instances": 5000}})
-    ]
+    v2 = v1 + [new_release_vars(deploy_root, NAME)]
     expected = in_process_predictions(
         [iris_models["scaler"], iris_models["pca"], iris_models["classifier"]], IRIS_SAMPLES
     )
     try:
         first = run_playbook("deploy.yml", inventory, v1)
         assert first.rc == 0, first.describe()
-        release_v1 = releases_running(testbed)
+        release_v1 = releases_running(testbed, NAME, HOSTS)
         credentials = record_credentials(controller_dirs["mlpacker_state_dir"], NAME)
         urls = [f"https://{testbed.address(host)}:{PORT}/predict" for host in HOSTS]
 
@@ -122,7 +115,7 @@ def test_a_rollout_switches_every_host_or_none(
         assert cut.done, lost.describe()
         assert lost.rc != 0, lost.describe()
         assert "nothing was switched: edge2 - unreachable" in lost.output, lost.describe()
-        assert releases_running(testbed) == release_v1
+        assert releases_running(testbed, NAME, HOSTS) == release_v1
         assert load.unanswered_times == [] and load.wrong == 0 and load.answered > 0, load.summary()
 
         # 2. edge2's staged v2 damaged once every host staged: edge2 fails its health gate after the switch,
@@ -143,7 +136,7 @@ def test_a_rollout_switches_every_host_or_none(
         reason = failed.output.split("(edge1, edge2): edge2 - ", 1)[1].split("\n", 1)[0]
         assert reason.startswith('task "') and "unreachable" not in reason, reason
         assert "edge1 was switched back to its previous releases." in failed.output, failed.describe()
-        assert releases_running(testbed) == release_v1
+        assert releases_running(testbed, NAME, HOSTS) == release_v1
         for url in urls:
             assert post_predict(url, IRIS_SAMPLES, credentials=credentials) == expected
         assert load.wrong == 0 and load.answered > 0, load.summary()
@@ -151,7 +144,7 @@ def test_a_rollout_switches_every_host_or_none(
         # 3. Nothing in the way: both hosts switch to v2 (the damaged staged release is laid out again).
         second = run_playbook("deploy.yml", inventory, v2)
         assert second.rc == 0, second.describe()
-        release_v2 = releases_running(testbed)
+        release_v2 = releases_running(testbed, NAME, HOSTS)
         assert all(release_v2[host] != release_v1[host] for host in HOSTS), (release_v1, release_v2)
         for url in urls:
             assert post_predict(url, IRIS_SAMPLES, credentials=credentials) == expected
